@@ -1,0 +1,159 @@
+"""3D ResNets (the reference "ResNet3D") in Flax Linen, channels-last (N, D, H, W, C).
+
+Submodule names follow torchvision's ResNet keys (`conv1`, `bn1`, `layer2_0`,
+`downsample_conv`, `fc`, ...) so that `vdt_jax.export` maps them to PyTorch
+one to one. Parameters are float32; `dtype` is the compute dtype.
+
+VDT pre-training never strides along depth: with the defaults a (3, 224, 224, 1)
+volume ends as a (3, 7, 7, 512) feature map. `depth_stride=True` strides depth
+like height and width (the LIDC recipe, and MONAI's ResNet), `stem_stride=False`
+keeps the stem at full resolution (the segmentation UNet's encoder).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import linen as nn
+
+from vdt_jax.models.conv import Conv3D
+
+ModuleDef = Any
+NORMS = ("batch", "group")
+
+
+class BasicBlock(nn.Module):
+    """conv3x3x3-norm-relu-conv3x3x3-norm plus shortcut, then ReLU."""
+
+    features: int
+    strides: tuple[int, int, int]
+    conv: ModuleDef
+    norm: ModuleDef
+    expansion = 1
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        y = self.conv(self.features, 3, self.strides, name="conv1")(x)
+        y = nn.relu(self.norm(name="bn1")(y))
+        y = self.conv(self.features, 3, name="conv2")(y)
+        y = self.norm(name="bn2", scale_init=nn.initializers.zeros)(y)
+        return nn.relu(y + _shortcut(self, x, self.features))
+
+
+class Bottleneck(nn.Module):
+    """1x1x1 reduce, 3x3x3 (strided), 1x1x1 expand (x4), plus shortcut, then ReLU."""
+
+    features: int
+    strides: tuple[int, int, int]
+    conv: ModuleDef
+    norm: ModuleDef
+    expansion = 4
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        y = self.conv(self.features, 1, name="conv1")(x)
+        y = nn.relu(self.norm(name="bn1")(y))
+        y = self.conv(self.features, 3, self.strides, name="conv2")(y)
+        y = nn.relu(self.norm(name="bn2")(y))
+        y = self.conv(self.features * 4, 1, name="conv3")(y)
+        y = self.norm(name="bn3", scale_init=nn.initializers.zeros)(y)
+        return nn.relu(y + _shortcut(self, x, self.features * 4))
+
+
+def _shortcut(block: nn.Module, x: jax.Array, out_features: int) -> jax.Array:
+    """Identity, or a strided 1x1x1 conv + norm when the shape changes (type-B shortcut)."""
+    if x.shape[-1] == out_features and all(s == 1 for s in block.strides):
+        return x
+    x = block.conv(out_features, 1, block.strides, name="downsample_conv")(x)
+    return block.norm(name="downsample_bn")(x)
+
+
+class ResNet3D(nn.Module):
+    """3D ResNet backbone with an optional classifier.
+
+    Attributes:
+      stage_sizes: blocks per stage, e.g. (2, 2, 2, 2) for ResNet-18.
+      block_cls: `BasicBlock` or `Bottleneck`.
+      num_classes: classifier outputs; None returns the multi-scale features
+        {"stem", "layer1", ..., "layer4"} instead of logits.
+      widths: channels of the four stages (before the bottleneck expansion).
+      stem_stride: stride the stem conv by 2 in-plane (and in depth with
+        `depth_stride`); False keeps the stem output at input resolution.
+      depth_stride: stride depth like height and width everywhere.
+      stage_strides: in-plane stride of each stage's first block.
+      norm: "batch" (synchronised over the global batch under jit) or "group" (32 groups).
+      conv_impl: see `vdt_jax.models.conv`.
+      dtype: compute dtype; parameters stay `param_dtype`.
+    """
+
+    stage_sizes: Sequence[int]
+    block_cls: ModuleDef = BasicBlock
+    num_classes: int | None = 1000
+    widths: Sequence[int] = (64, 128, 256, 512)
+    stem_kernel: int = 7
+    stem_stride: bool = True
+    depth_stride: bool = False
+    stage_strides: Sequence[int] = (1, 2, 2, 2)
+    norm: str = "batch"
+    bn_momentum: float = 0.9
+    conv_impl: str = "conv3d"
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+
+    def _stride(self, s: int) -> tuple[int, int, int]:
+        return (s if self.depth_stride else 1, s, s)
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array | dict[str, jax.Array]:
+        conv = functools.partial(Conv3D, impl=self.conv_impl, dtype=self.dtype, param_dtype=self.param_dtype)
+        norm = self._norm_factory(train)
+        features = {}
+        x = conv(self.widths[0], self.stem_kernel, self._stride(2 if self.stem_stride else 1), name="conv1")(x)
+        x = nn.relu(norm(name="bn1")(x))
+        features["stem"] = x
+        x = nn.max_pool(x, (3, 3, 3), strides=self._stride(2), padding=((1, 1),) * 3)
+        for stage, (num_blocks, width) in enumerate(zip(self.stage_sizes, self.widths)):
+            for i in range(num_blocks):
+                strides = self._stride(self.stage_strides[stage]) if i == 0 else (1, 1, 1)
+                x = self.block_cls(width, strides, conv, norm, name=f"layer{stage + 1}_{i}")(x)
+            features[f"layer{stage + 1}"] = x
+        if self.num_classes is None:
+            return features
+        x = jnp.mean(x, axis=(1, 2, 3))
+        return nn.Dense(self.num_classes, dtype=self.dtype, param_dtype=self.param_dtype, name="fc")(x).astype(
+            jnp.float32
+        )
+
+    def _norm_factory(self, train: bool) -> Callable[..., nn.Module]:
+        if self.norm == "batch":
+            return functools.partial(
+                nn.BatchNorm,
+                use_running_average=not train,
+                momentum=self.bn_momentum,
+                epsilon=1e-5,
+                dtype=self.dtype,
+                param_dtype=self.param_dtype,
+            )
+        if self.norm == "group":
+            return functools.partial(nn.GroupNorm, num_groups=32, epsilon=1e-5, dtype=self.dtype, param_dtype=self.param_dtype)
+        raise ValueError(f"unknown norm {self.norm!r}; expected one of {NORMS}")
+
+
+ResNet3D10 = functools.partial(ResNet3D, stage_sizes=(1, 1, 1, 1), block_cls=BasicBlock)
+ResNet3D18 = functools.partial(ResNet3D, stage_sizes=(2, 2, 2, 2), block_cls=BasicBlock)
+ResNet3D34 = functools.partial(ResNet3D, stage_sizes=(3, 4, 6, 3), block_cls=BasicBlock)
+ResNet3D50 = functools.partial(ResNet3D, stage_sizes=(3, 4, 6, 3), block_cls=Bottleneck)
+ResNet3D101 = functools.partial(ResNet3D, stage_sizes=(3, 4, 23, 3), block_cls=Bottleneck)
+ResNet3D152 = functools.partial(ResNet3D, stage_sizes=(3, 8, 36, 3), block_cls=Bottleneck)
+
+DEPTHS = {10: ResNet3D10, 18: ResNet3D18, 34: ResNet3D34, 50: ResNet3D50, 101: ResNet3D101, 152: ResNet3D152}
+
+
+def resnet3d(depth: int, **kwargs: Any) -> ResNet3D:
+    """The 3D ResNet of the given depth (10, 18, 34, 50, 101 or 152)."""
+    if depth not in DEPTHS:
+        raise ValueError(f"no 3D ResNet of depth {depth}; choose one of {sorted(DEPTHS)}")
+    return DEPTHS[depth](**kwargs)
