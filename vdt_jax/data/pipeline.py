@@ -1,0 +1,396 @@
+"""Input pipelines: TFDS ArrayRecord datasets read with grain.
+
+The training loop calls four functions:
+
+  prepare_dataset(data_config)  makes sure the dataset exists on disk
+  dataset_info(data_config)     number of classes and examples
+  train_loader(data_config, seed=..., per_process_batch=..., process_index=...,
+               process_count=...)
+                                an infinite, shuffled, checkpointable
+                                `grain.DataLoader` of this process's shard
+  eval_batches(data_config, per_process_batch=..., process_index=...,
+               process_count=...)
+                                one padded, masked pass over this process's
+                                share of the evaluation split
+
+Batches hold compact host data, `{'image': uint8 (B, H, W, 3) RGB,
+'label': int32 (B,)}` (plus `'mask': bool (B,)` for evaluation); the variable
+dimension transform runs on the accelerator (`vdt_jax.vdt`).
+
+Fields of `data_config` (an ml_collections.ConfigDict):
+  name             TFDS name: 'vdt_shapes' (the built-in generated dataset,
+                   default config 'demo'), 'vdt_shapes/<config>' (e.g. 'tiny'),
+                   or 'imagenet2012' (must be prepared by hand, see
+                   `prepare_dataset`). Any TFDS name with 'image'/'label'
+                   features, prepared as ArrayRecord, works too.
+  data_dir         TFDS data directory, or None for TFDS's default
+                   ($TFDS_DATA_DIR or ~/tensorflow_datasets).
+  train_split      split to train on, e.g. 'train' (TFDS slicing such as
+                   'train[:90%]' works).
+  eval_split       split to evaluate on, e.g. 'validation'.
+  image_size       side of the square crops fed to the network (224 for
+                   ImageNet).
+  eval_resize      evaluation resizes the shorter side to this, then takes the
+                   central image_size crop (256 for ImageNet).
+  num_workers      grain worker processes for the host transforms; 0 runs them
+                   in the calling process.
+  prefetch_buffer  batches each worker process prepares ahead (with
+                   num_workers=0: prefetch_buffer batches' worth of records are
+                   read ahead by reader threads).
+  min_crop_scale   optional, default 0.08: smallest area fraction of
+                   RandomResizedCrop.
+
+The generated `vdt_shapes` dataset is prepared on demand by `prepare_dataset`;
+on several hosts either give each its own data_dir or call it on one host and
+wait at a barrier before the others read.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Iterator
+
+import grain
+import ml_collections
+import numpy as np
+import tensorflow_datasets as tfds
+from absl import flags
+
+from vdt_jax.data import shapes  # noqa: F401  (registers the `vdt_shapes` builder)
+from vdt_jax.data import transforms
+
+Batch = dict[str, np.ndarray]
+
+# Threads reading records from the ArrayRecord files (and, for evaluation,
+# decoding them: PIL releases the GIL while decoding and resizing).
+_READ_THREADS = 4
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+    """What the model and the schedule need to know about a dataset."""
+
+    num_classes: int
+    num_train_examples: int
+    num_eval_examples: int
+
+
+# --- the dataset on disk -----------------------------------------------------
+
+
+def _builder(data_config: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
+    return tfds.builder(data_config.name, data_dir=data_config.data_dir)
+
+
+def _base_name(name: str) -> str:
+    """'vdt_shapes/tiny:1.0.0' -> 'vdt_shapes'."""
+    return name.split("/")[0].split(":")[0]
+
+
+def _imagenet_instructions(builder: tfds.core.DatasetBuilder) -> str:
+    root = builder.data_dir_root
+    return f"""\
+Prepare ImageNet once (this takes hours and needs TensorFlow: `pip install -e .[prepare]`).
+Download ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar from https://image-net.org
+(registration needed) into one directory, then run:
+
+    import tensorflow_datasets as tfds
+    builder = tfds.builder("imagenet2012", data_dir="{root}")
+    builder.download_and_prepare(
+        file_format="array_record",
+        download_config=tfds.download.DownloadConfig(manual_dir="/path/to/the/tars"))
+
+The ArrayRecord files are written to {builder.data_path}.
+(Without manual_dir, TFDS looks for the tars in {root}/downloads/manual.)"""
+
+
+def prepare_dataset(data_config: ml_collections.ConfigDict) -> None:
+    """Makes sure the dataset is prepared as ArrayRecord files under data_config.data_dir.
+
+    `vdt_shapes` is generated on the spot (offline, seconds). Any other dataset
+    must have been prepared beforehand; if it is missing the error says how.
+
+    Raises:
+      FileNotFoundError: the dataset is not prepared and cannot be generated here.
+      ValueError: it is prepared, but not as ArrayRecord, or lacks a split.
+    """
+    builder = _builder(data_config)
+    if not builder.is_prepared():
+        if _base_name(data_config.name) != "vdt_shapes":
+            message = f"dataset {data_config.name!r} is not prepared: {builder.data_path} does not exist."
+            if _base_name(data_config.name) == "imagenet2012":
+                message += "\n" + _imagenet_instructions(builder)
+            raise FileNotFoundError(message)
+        builder.download_and_prepare(
+            file_format="array_record",
+            # Nothing to fetch: never look the dataset up on GCS.
+            download_config=tfds.download.DownloadConfig(try_download_gcs=False),
+        )
+    _check_prepared(builder, data_config)
+
+
+def _check_prepared(builder: tfds.core.DatasetBuilder, data_config: ml_collections.ConfigDict) -> None:
+    """Raises a ValueError unless the dataset can be read by `tfds.data_source`."""
+    formats = {f.value for f in builder.info.available_file_formats()}
+    if "array_record" not in formats:
+        raise ValueError(
+            f"dataset {data_config.name!r} at {builder.data_path} is stored as {sorted(formats)}, but grain "
+            "needs random access: prepare it again with download_and_prepare(file_format='array_record'), "
+            f"or convert it: tfds convert_format --dataset_version_dir={builder.data_path} "
+            "--out_file_format=array_record"
+        )
+    for key in ("train_split", "eval_split"):
+        split = data_config[key]
+        try:
+            builder.info.splits[split]
+        except (KeyError, ValueError) as error:
+            raise ValueError(
+                f"data.{key}={split!r} is not a split of {data_config.name!r} "
+                f"(available: {sorted(builder.info.splits)})"
+            ) from error
+
+
+def dataset_info(data_config: ml_collections.ConfigDict) -> DatasetInfo:
+    """Class and example counts of a prepared dataset."""
+    info = _builder(data_config).info
+    return DatasetInfo(
+        num_classes=info.features["label"].num_classes,
+        num_train_examples=info.splits[data_config.train_split].num_examples,
+        num_eval_examples=info.splits[data_config.eval_split].num_examples,
+    )
+
+
+class TfdsSource(grain.sources.RandomAccessDataSource):
+    """One split of a prepared TFDS dataset, records with the image still encoded.
+
+    Records are {'image': bytes, 'label': int, 'file_name': bytes}; decoding is
+    left to `transforms.DecodeExample`, which also handles grayscale and CMYK.
+    The repr names only the dataset, split and length, never data_dir, so a
+    checkpointed iterator state (grain compares reprs) stays valid when the
+    data moves to another directory.
+    """
+
+    def __init__(self, name: str, split: str, data_dir: str | None):
+        self._name, self._split = name, split
+        self._source = tfds.data_source(
+            name,
+            split=split,
+            data_dir=data_dir,
+            download=False,
+            decoders={"image": tfds.decode.SkipDecoding()},
+        )
+
+    def __len__(self) -> int:
+        return len(self._source)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return self._source[index]
+
+    def __repr__(self) -> str:
+        return f"TfdsSource(name={self._name!r}, split={self._split!r}, num_records={len(self)})"
+
+
+def _source(data_config: ml_collections.ConfigDict, split: str) -> TfdsSource:
+    return TfdsSource(data_config.name, split, data_config.data_dir)
+
+
+def _ensure_absl_flags_parsed() -> None:
+    """grain's worker processes read absl flags; allow use outside `absl.app.run`."""
+    if not flags.FLAGS.is_parsed():
+        flags.FLAGS.mark_as_parsed()
+
+
+# --- training ----------------------------------------------------------------
+
+
+def train_loader(
+    data_config: ml_collections.ConfigDict,
+    *,
+    seed: int,
+    per_process_batch: int,
+    process_index: int,
+    process_count: int,
+) -> grain.DataLoader:
+    """An infinite stream of augmented training batches for one process.
+
+    Each process reads its own contiguous 1/process_count of the split (the
+    remainder is dropped), reshuffled every epoch. An example's crop and flip
+    depend only on `seed` and its position in the stream, not on the number of
+    worker processes: with 0 or 1 workers the batches are identical; with W
+    workers each group of W consecutive batches holds the same examples,
+    grouped differently.
+
+    `iter(loader)` gives a `grain.DataLoaderIterator`; its get_state() /
+    set_state() (or grain.checkpoint.CheckpointSave / CheckpointRestore in an
+    Orbax checkpoint) resume at exactly the same position. The state is only
+    valid for the same dataset, split, seed, shard and num_workers.
+
+    Returns:
+      A DataLoader yielding {'image': uint8 (B, image_size, image_size, 3),
+      'label': int32 (B,)} with B = per_process_batch.
+    """
+    return _train_loader(
+        data_config,
+        seed=seed,
+        per_process_batch=per_process_batch,
+        process_index=process_index,
+        process_count=process_count,
+        keep_file_name=False,
+    )
+
+
+def _train_loader(
+    data_config: ml_collections.ConfigDict,
+    *,
+    seed: int,
+    per_process_batch: int,
+    process_index: int,
+    process_count: int,
+    keep_file_name: bool,
+) -> grain.DataLoader:
+    """`train_loader`, optionally passing each example's 'file_name' through (for tests)."""
+    _check_shard(process_index, process_count)
+    source = _source(data_config, data_config.train_split)
+    shard = grain.sharding.ShardOptions(process_index, process_count, drop_remainder=True)
+    if len(source) // process_count < per_process_batch:
+        raise ValueError(
+            f"{data_config.name!r} split {data_config.train_split!r} has {len(source)} examples: too few for "
+            f"{process_count} process(es) x per_process_batch {per_process_batch}"
+        )
+    sampler = grain.samplers.IndexSampler(
+        num_records=len(source), shard_options=shard, shuffle=True, num_epochs=None, seed=seed
+    )
+    operations = [
+        transforms.DecodeExample(keep_file_name=keep_file_name),
+        transforms.RandomResizedCrop(data_config.image_size, scale=(_min_crop_scale(data_config), 1.0)),
+        transforms.RandomHorizontalFlip(),
+        grain.transforms.Batch(per_process_batch, drop_remainder=True),
+    ]
+    if data_config.num_workers > 0:
+        _ensure_absl_flags_parsed()
+    return grain.DataLoader(
+        data_source=source,
+        sampler=sampler,
+        operations=operations,
+        worker_count=data_config.num_workers,
+        worker_buffer_size=data_config.prefetch_buffer,
+        shard_options=shard,
+        read_options=_read_options(data_config, per_process_batch),
+    )
+
+
+def _min_crop_scale(data_config: ml_collections.ConfigDict) -> float:
+    scale = float(data_config.get("min_crop_scale", 0.08))
+    if not 0.0 < scale <= 1.0:
+        raise ValueError(f"data.min_crop_scale must be in (0, 1], got {scale}")
+    return scale
+
+
+def _read_options(data_config: ml_collections.ConfigDict, per_process_batch: int) -> grain.ReadOptions:
+    return grain.ReadOptions(
+        num_threads=_READ_THREADS,
+        prefetch_buffer_size=max(1, data_config.prefetch_buffer) * per_process_batch,
+    )
+
+
+def _check_shard(process_index: int, process_count: int) -> None:
+    if not 0 <= process_index < process_count:
+        raise ValueError(f"process_index must be in [0, process_count={process_count}), got {process_index}")
+
+
+# --- evaluation --------------------------------------------------------------
+
+
+def eval_batches(
+    data_config: ml_collections.ConfigDict,
+    *,
+    per_process_batch: int,
+    process_index: int,
+    process_count: int,
+) -> Iterator[Batch]:
+    """One pass over the evaluation split, this process's contiguous share.
+
+    Shares follow grain's even split, so across all processes every example is
+    seen exactly once. Every process yields the same number of batches
+    (ceil(largest share / batch)), because each evaluation step is a collective
+    over all processes: a partial last batch is padded, and a process with a
+    smaller share adds fully padded batches.
+
+    Yields:
+      {'image': uint8 (B, image_size, image_size, 3), 'label': int32 (B,),
+      'mask': bool (B,)}, mask False on padding (image and label zero there).
+    """
+    return _eval_batches(
+        data_config,
+        per_process_batch=per_process_batch,
+        process_index=process_index,
+        process_count=process_count,
+        keep_file_name=False,
+    )
+
+
+def _eval_shard(num_examples: int, process_index: int, process_count: int) -> tuple[int, int]:
+    """[start, end) of this process's contiguous share; the first shares take one extra example."""
+    base, extra = divmod(num_examples, process_count)
+    start = process_index * base + min(process_index, extra)
+    return start, start + base + (1 if process_index < extra else 0)
+
+
+def _eval_batches(
+    data_config: ml_collections.ConfigDict,
+    *,
+    per_process_batch: int,
+    process_index: int,
+    process_count: int,
+    keep_file_name: bool,
+) -> Iterator[Batch]:
+    """`eval_batches`, optionally passing 'file_name' through (padding gets '')."""
+    _check_shard(process_index, process_count)
+    source = _source(data_config, data_config.eval_split)
+    start, end = _eval_shard(len(source), process_index, process_count)
+    num_batches = math.ceil(math.ceil(len(source) / process_count) / per_process_batch)
+    dataset = (
+        grain.MapDataset.source(source)[start:end]
+        .map(transforms.DecodeExample(keep_file_name=keep_file_name))
+        .map(transforms.ResizeCentreCrop(data_config.image_size, data_config.eval_resize))
+    )
+    examples = dataset.to_iter_dataset(_read_options(data_config, per_process_batch))
+    if data_config.num_workers > 0:
+        _ensure_absl_flags_parsed()
+        # Batch after the workers: batching inside them would split the share
+        # into one partial last batch per worker and change the batch count.
+        examples = examples.mp_prefetch(
+            grain.MultiprocessingOptions(
+                num_workers=data_config.num_workers,
+                per_worker_buffer_size=max(1, data_config.prefetch_buffer) * per_process_batch,
+            )
+        )
+    batches = examples.batch(per_process_batch, drop_remainder=False) if end > start else []
+    empty = {
+        "image": np.zeros((0, data_config.image_size, data_config.image_size, 3), np.uint8),
+        "label": np.zeros((0,), np.int32),
+    }
+    if keep_file_name:
+        empty["file_name"] = np.zeros((0,), str)
+    return _padded(batches, num_batches, per_process_batch, empty)
+
+
+def _padded(batches, num_batches: int, batch_size: int, empty: Batch) -> Iterator[Batch]:
+    """Pads each batch to `batch_size`, adds a 'mask', and tops up with padding to `num_batches`."""
+    count = 0
+    for batch in batches:
+        yield _pad_batch(batch, batch_size)
+        count += 1
+    if count > num_batches:
+        raise AssertionError(f"eval shard gave {count} batches, expected at most {num_batches}")
+    for _ in range(num_batches - count):
+        yield _pad_batch(empty, batch_size)
+
+
+def _pad_batch(batch: Batch, batch_size: int) -> Batch:
+    valid = len(batch["label"])
+    padding = batch_size - valid
+    out = {key: np.concatenate([value, np.zeros((padding,) + value.shape[1:], value.dtype)]) for key, value in batch.items()}
+    out["mask"] = np.arange(batch_size) < valid
+    return out
