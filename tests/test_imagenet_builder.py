@@ -110,3 +110,13 @@ def test_validation_split_through_eval_batches(config):
                 seen[name] = int(label)
     assert counts == [2, 2, 2]  # shares of 3, 3, 2 examples
     assert seen == expected
+
+
+def test_tfrecord_copy_is_rejected_with_instructions(tmp_path):
+    builder = tfds.builder("vdt_shapes/tiny", data_dir=str(tmp_path))
+    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(try_download_gcs=False))
+    config = ml_collections.ConfigDict(
+        dict(name="vdt_shapes/tiny", data_dir=str(tmp_path), train_split="train", eval_split="validation")
+    )
+    with pytest.raises(ValueError, match=r"stored as \['tfrecord'\].*file_format='array_record'"):
+        pipeline.prepare_dataset(config)

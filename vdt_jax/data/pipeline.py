@@ -136,9 +136,8 @@ def _check_prepared(builder: tfds.core.DatasetBuilder, data_config: ml_collectio
     if "array_record" not in formats:
         raise ValueError(
             f"dataset {data_config.name!r} at {builder.data_path} is stored as {sorted(formats)}, but grain "
-            "needs random access: prepare it again with download_and_prepare(file_format='array_record'), "
-            f"or convert it: tfds convert_format --dataset_version_dir={builder.data_path} "
-            "--out_file_format=array_record"
+            "needs random access: prepare it again with download_and_prepare(file_format='array_record') "
+            "into another data_dir (or after deleting that directory)"
         )
     for key in ("train_split", "eval_split"):
         split = data_config[key]
@@ -311,8 +310,8 @@ def eval_batches(
 ) -> Iterator[Batch]:
     """One pass over the evaluation split, this process's contiguous share.
 
-    Shares follow grain's even split, so across all processes every example is
-    seen exactly once. Every process yields the same number of batches
+    Shares are contiguous and differ in size by at most one example, so across
+    all processes every example is seen exactly once. Every process yields the same number of batches
     (ceil(largest share / batch)), because each evaluation step is a collective
     over all processes: a partial last batch is padded, and a process with a
     smaller share adds fully padded batches.
