@@ -1,0 +1,63 @@
+"""The built-in demo: a small 3D ResNet pre-trained with the VDT on `vdt_shapes`.
+
+    python -m vdt_jax.pretrain                      # this config, workdir ./workdirs/pretrain_demo
+    python -m vdt_jax.pretrain --config=configs/default.py --workdir=/tmp/demo --config.num_epochs=2
+
+`vdt_shapes` is a procedurally drawn dataset (10 shape classes on textured
+backgrounds, random colours) that the package generates offline on first use,
+so this runs anywhere without downloads. Expected on a 2-core CPU: a few
+minutes, validation top-1 far above the 10% chance level (see the README for the
+measured figure). Every field can be overridden with --config.<field>=<value>.
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+    config = ml_collections.ConfigDict()
+    config.seed = 0
+    config.batch_size = 64  # global, over all devices and processes
+    config.eval_batch_size = 128
+    config.num_epochs = 8.0
+    config.num_train_steps = -1  # > 0 overrides num_epochs
+    config.log_every_steps = 20
+    config.eval_every_steps = -1  # -1: once per epoch
+    config.checkpoint_every_steps = 100
+    config.keep_checkpoints = 3
+    config.init_from = ""  # a vdt-jax workdir/checkpoint or a PyTorch .pth/.safetensors file
+
+    config.model = ml_collections.ConfigDict()
+    config.model.depth = 10
+    config.model.widths = (16, 32, 64, 128)
+    config.model.stem_stride = True
+    config.model.depth_stride = False  # VDT pre-training never strides depth
+    config.model.stage_strides = (1, 2, 2, 2)
+    config.model.norm = "batch"
+    config.model.conv_impl = "depth_taps"  # fastest on CPU; "conv3d" on TPU/GPU
+    config.model.dtype = "float32"
+
+    config.data = ml_collections.ConfigDict()
+    config.data.name = "vdt_shapes"
+    config.data.data_dir = None  # TFDS data dir; None = ~/tensorflow_datasets
+    config.data.train_split = "train"
+    config.data.eval_split = "validation"
+    config.data.image_size = 56
+    config.data.eval_resize = 64
+    config.data.min_crop_scale = 0.35  # the shapes fill part of the image; 0.08 would crop them away
+    config.data.num_workers = 0
+    config.data.prefetch_buffer = 4
+
+    config.vdt = ml_collections.ConfigDict()
+    config.vdt.shuffle_depth = True
+    config.vdt.mean = 114.495
+    config.vdt.std = 57.63
+
+    config.optimizer = ml_collections.ConfigDict()
+    config.optimizer.name = "sgd"
+    config.optimizer.base_lr = 0.4  # per 256 examples; scaled by batch_size / 256
+    config.optimizer.momentum = 0.9
+    config.optimizer.weight_decay = 1e-4
+    config.optimizer.schedule = "cosine"
+    config.optimizer.warmup_epochs = 1.0
+    config.optimizer.label_smoothing = 0.1
+    return config

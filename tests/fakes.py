@@ -1,0 +1,71 @@
+"""An in-memory image classification task for loop and step tests (no TFDS needed)."""
+
+from __future__ import annotations
+
+import grain
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from vdt_jax.train.tasks import VDTClassificationTask, Task
+
+
+def tiny_config(**overrides) -> ml_collections.ConfigDict:
+    import configs.default
+
+    config = configs.default.get_config()
+    config.batch_size = 16
+    config.eval_batch_size = 16
+    config.num_train_steps = 6
+    config.log_every_steps = 2
+    config.eval_every_steps = 100
+    config.checkpoint_every_steps = 3
+    config.model.widths = (8, 8, 16, 16)
+    config.data.image_size = 16
+    config.optimizer.warmup_epochs = 0.0
+    for key, value in overrides.items():
+        target = config
+        *parents, leaf = key.split(".")
+        for p in parents:
+            target = target[p]
+        target[leaf] = value
+    return config
+
+
+class ArrayTask(VDTClassificationTask):
+    """The pre-training task on random in-memory images; data through a real grain pipeline."""
+
+    def __init__(self, config: ml_collections.ConfigDict, num_examples: int = 64, num_eval: int = 21, num_classes: int = 4):
+        Task.__init__(self, config)
+        rng = np.random.default_rng(0)
+        size = config.data.image_size
+        self.images = rng.integers(0, 256, (num_examples + num_eval, size, size, 3), dtype=np.uint8)
+        self.labels = rng.integers(0, num_classes, num_examples + num_eval).astype(np.int32)
+        self.num_train = num_examples
+        self.num_classes = num_classes
+
+    def build_model(self):
+        from vdt_jax.models.factory import build_model
+
+        return build_model(self.config.model, num_classes=self.num_classes)
+
+    @property
+    def num_train_examples(self) -> int:
+        return self.num_train
+
+    def train_iterator(self, *, seed: int, per_process_batch: int):
+        records = [{"image": self.images[i], "label": self.labels[i]} for i in range(self.num_train)]
+        ds = grain.MapDataset.source(records).shuffle(seed=seed).repeat().batch(per_process_batch, drop_remainder=True)
+        return iter(ds.to_iter_dataset())
+
+    def eval_batches(self, *, per_process_batch: int):
+        images, labels = self.images[self.num_train :], self.labels[self.num_train :]
+        for start in range(0, len(images), per_process_batch):
+            chunk = slice(start, start + per_process_batch)
+            n = len(images[chunk])
+            pad = per_process_batch - n
+            yield {
+                "image": np.concatenate([images[chunk], np.zeros((pad, *images.shape[1:]), np.uint8)]),
+                "label": np.concatenate([labels[chunk], np.zeros(pad, np.int32)]),
+                "mask": np.arange(per_process_batch) < n,
+            }

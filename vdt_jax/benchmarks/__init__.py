@@ -1,0 +1,1 @@
+"""Benchmark commands that print figures (`python -m vdt_jax.benchmarks.<name> --help`)."""

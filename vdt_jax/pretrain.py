@@ -1,0 +1,60 @@
+"""Supervised 3D pre-training with the variable dimension transform.
+
+    python -m vdt_jax.pretrain                                  # built-in demo, ./workdirs/pretrain_demo
+    python -m vdt_jax.pretrain --config=configs/imagenet_r3d18.py --workdir=/abs/or/relative/dir \
+        --config.batch_size=1024
+
+Running the same command again resumes from the newest checkpoint in the workdir.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from absl import app, flags
+from ml_collections import config_flags
+
+import configs.default
+from vdt_jax.train import loop, reporting
+from vdt_jax.train.tasks import VDTClassificationTask
+
+DEFAULT_WORKDIR = os.path.join("workdirs", "pretrain_demo")
+
+config_flags.DEFINE_config_file("config", configs.default.__file__, "Path to an ml_collections config file.")
+flags.DEFINE_string("workdir", DEFAULT_WORKDIR, "Checkpoints, metrics and TensorBoard events go here.")
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    from vdt_jax import distributed
+
+    distributed.initialize()
+    config = flags.FLAGS.config
+    workdir = os.path.abspath(flags.FLAGS.workdir)
+    start = time.perf_counter()
+    metrics = loop.train_and_evaluate(config, workdir, VDTClassificationTask(config))
+    _print_summary(metrics, workdir, time.perf_counter() - start)
+
+
+def _print_summary(metrics: dict, workdir: str, seconds: float) -> None:
+    import jax
+
+    if jax.process_index() != 0:
+        return
+    top1 = metrics.get("top1", float("nan"))
+    print(
+        f"\nDone in {reporting.format_duration(seconds)}. Validation top-1 {100 * top1:.2f}% "
+        f"(top-5 {100 * metrics.get('top5', float('nan')):.2f}%) on {int(metrics.get('num_examples', 0))} examples.\n"
+        f"  checkpoints: {os.path.join(workdir, 'checkpoints')}\n"
+        f"  metrics:     {os.path.join(workdir, 'metrics.jsonl')} and {os.path.join(workdir, 'tensorboard')}\n"
+        f"  config:      {os.path.join(workdir, 'config.json')}\n"
+        "Next: run the same command to resume or extend (--config.num_epochs=...); fine-tune with "
+        "`python -m vdt_jax.finetune`; export with `python -m vdt_jax.export --workdir=... --out=model.pth`; "
+        "full recipe: --config=configs/imagenet_r3d18.py (README: Preparing ImageNet)."
+    )
+
+
+if __name__ == "__main__":
+    app.run(main)

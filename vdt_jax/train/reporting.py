@@ -1,0 +1,77 @@
+"""Progress lines, JSON-lines metrics and TensorBoard events (process 0 only)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from typing import Any, Mapping
+
+import jax
+
+
+def format_duration(seconds: float) -> str:
+    seconds = int(max(seconds, 0))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+
+
+class Reporter:
+    """Writes `metrics.jsonl` and TensorBoard events in the workdir and prints progress.
+
+    Train lines read: step, loss, learning rate, images/s and ETA. Only
+    process 0 writes or prints, so multi-host runs log once.
+    """
+
+    def __init__(self, workdir: str, *, total_steps: int, global_batch: int, enabled: bool | None = None):
+        self.enabled = jax.process_index() == 0 if enabled is None else enabled
+        self.total_steps = total_steps
+        self.global_batch = global_batch
+        self.metrics_path = os.path.join(workdir, "metrics.jsonl")
+        self._writer = None
+        self._window_start: tuple[float, int] | None = None
+        if self.enabled:
+            from tensorboardX import SummaryWriter
+
+            self._writer = SummaryWriter(os.path.join(workdir, "tensorboard"))
+
+    def start(self, step: int) -> None:
+        """(Re)start the throughput clock, e.g. after compilation or evaluation."""
+        self._window_start = (time.perf_counter(), step)
+
+    def train(self, step: int, metrics: Mapping[str, float]) -> None:
+        now = time.perf_counter()
+        start_time, start_step = self._window_start or (now, step)
+        rate = (step - start_step) * self.global_batch / max(now - start_time, 1e-9)
+        eta = (self.total_steps - step) * self.global_batch / rate if rate > 0 else float("nan")
+        self._window_start = (now, step)
+        record = {**metrics, "images_per_sec": rate}
+        self._write("train", step, record)
+        self.print(
+            f"step {step:>7d}/{self.total_steps} | loss {metrics['loss']:.4f} | "
+            f"lr {metrics['learning_rate']:.3g} | {rate:8.1f} img/s | ETA {format_duration(eta) if rate > 0 else '?'}"
+        )
+
+    def eval(self, step: int, metrics: Mapping[str, float]) -> None:
+        self._write("eval", step, metrics)
+        shown = " | ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items())
+        self.print(f"eval @ step {step}: {shown}")
+
+    def print(self, line: str) -> None:
+        if self.enabled:
+            print(line, flush=True, file=sys.stdout)
+
+    def _write(self, split: str, step: int, metrics: Mapping[str, Any]) -> None:
+        if not self.enabled:
+            return
+        with open(self.metrics_path, "a") as f:
+            f.write(json.dumps({"split": split, "step": step, **{k: float(v) for k, v in metrics.items()}}) + "\n")
+        for k, v in metrics.items():
+            self._writer.add_scalar(f"{split}/{k}", float(v), step)
+        self._writer.flush()
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
