@@ -1,0 +1,136 @@
+r"""Export a vdt-jax checkpoint's ResNet as a PyTorch state dict.
+
+  python -m vdt_jax.export --workdir=/abs/path/to/workdir --out=r3d18.pth \
+      [--step=N] [--keys=plain|monai|mmcls|medicalnet] [--backbone_only] [--downsample_bias]
+
+Restores the model variables and model config of the workdir's Orbax checkpoint
+(the latest step unless --step), writes `--out` (.pth needs torch, .safetensors
+does not) and prints the MONAI code that builds the matching PyTorch model and
+loads the file with strict=True. The conversion itself is `vdt_jax.torch_weights`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+from absl import app, flags
+
+from vdt_jax import checkpointing, torch_weights
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "Pre-training or fine-tuning workdir holding Orbax checkpoints.")
+_OUT = flags.DEFINE_string("out", None, "Output file: .pth/.pt (torch.save) or .safetensors.")
+_STEP = flags.DEFINE_integer("step", None, "Checkpoint step to export; the latest when unset.")
+_KEYS = flags.DEFINE_enum("keys", "plain", torch_weights.KEY_STYLES, "Key style of the state dict.")
+_BACKBONE_ONLY = flags.DEFINE_bool("backbone_only", False, "Drop the classifier (fc.*).")
+_DOWNSAMPLE_BIAS = flags.DEFINE_bool(
+    "downsample_bias", False, "Add zero shortcut-conv biases, for MONAI's default bias_downsample=True."
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportResult:
+    """What `export` wrote."""
+
+    path: str
+    num_tensors: int
+    num_parameters: int
+    num_classes: int | None  # classifier outputs written, None without a classifier
+    classifier_note: str
+    monai_code: str
+
+    def summary(self) -> str:
+        return (
+            f"wrote {self.path}: {self.num_tensors} tensors, {self.num_parameters:,} parameters; "
+            f"classifier {self.classifier_note}\n"
+            f"Matching MONAI model:\n{self.monai_code}"
+        )
+
+
+def export(
+    workdir: str,
+    out: str,
+    *,
+    step: int | None = None,
+    keys: str = "plain",
+    backbone_only: bool = False,
+    downsample_bias: bool = False,
+) -> ExportResult:
+    """Write the model of `workdir`'s checkpoint (at `step`, default the latest) to `out`."""
+    variables, config = checkpointing.load_variables(os.path.abspath(workdir), step)
+    state = torch_weights.export_torch_weights(
+        variables, out, keys=keys, backbone_only=backbone_only, downsample_bias=downsample_bias
+    )
+    params = variables["params"]
+    has_fc = "fc" in params
+    num_classes = int(params["fc"]["kernel"].shape[1]) if has_fc and not backbone_only else None
+    if num_classes is not None:
+        note = f"kept ({num_classes} classes)"
+    else:
+        note = "dropped (--backbone_only)" if has_fc else "absent (the checkpoint holds a backbone)"
+    counted = {name: tree for name, tree in params.items() if num_classes is not None or name != "fc"}
+    return ExportResult(
+        path=os.path.abspath(out),
+        num_tensors=len(state),
+        num_parameters=sum(int(np.size(leaf)) for leaf in _leaves(counted)),
+        num_classes=num_classes,
+        classifier_note=note,
+        monai_code=_matching_monai_code(params, config.model, num_classes, keys, downsample_bias, out),
+    )
+
+
+def _matching_monai_code(
+    params: Mapping, model_config, num_classes: int | None, keys: str, downsample_bias: bool, out: str
+) -> str:
+    """`torch_weights.monai_code` for the exported model, or why MONAI has none."""
+    stem = tuple(int(n) for n in params["conv1"]["kernel"].shape[:3])
+    try:
+        return torch_weights.monai_code(
+            int(model_config.depth),
+            num_classes=num_classes,
+            in_channels=int(params["conv1"]["kernel"].shape[3]),
+            stem_kernel=stem[0] if len(set(stem)) == 1 else stem,
+            stem_stride=bool(model_config.get("stem_stride", True)),
+            depth_stride=bool(model_config.get("depth_stride", False)),
+            stage_strides=tuple(model_config.get("stage_strides", (1, 2, 2, 2))),
+            widths=tuple(model_config.get("widths", (64, 128, 256, 512))),
+            norm=model_config.get("norm", "batch"),
+            downsample_bias=downsample_bias,
+            keys=keys,
+            path=out,
+        )
+    except ValueError as error:
+        return f"(none: {error})\n"
+
+
+def _leaves(tree: Mapping):
+    for value in tree.values():
+        if isinstance(value, Mapping):
+            yield from _leaves(value)
+        else:
+            yield value
+
+
+def main(argv: Sequence[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    try:
+        result = export(
+            _WORKDIR.value,
+            _OUT.value,
+            step=_STEP.value,
+            keys=_KEYS.value,
+            backbone_only=_BACKBONE_ONLY.value,
+            downsample_bias=_DOWNSAMPLE_BIAS.value,
+        )
+    except (FileNotFoundError, ValueError, ImportError) as error:  # no checkpoint, no such step, no torch
+        sys.exit(f"export failed: {error}")
+    print(result.summary())
+
+
+if __name__ == "__main__":
+    flags.mark_flags_as_required(["workdir", "out"])
+    app.run(main)
