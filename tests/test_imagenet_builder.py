@@ -120,3 +120,18 @@ def test_tfrecord_copy_is_rejected_with_instructions(tmp_path):
     )
     with pytest.raises(ValueError, match=r"stored as \['tfrecord'\].*file_format='array_record'"):
         pipeline.prepare_dataset(config)
+
+
+def test_pretraining_trains_and_evaluates_on_prepared_imagenet(config, tmp_path):
+    from tests.fakes import tiny_config
+    from vdt_jax.train import loop
+    from vdt_jax.train.tasks import VDTClassificationTask
+
+    run_config = tiny_config(num_train_steps=2, checkpoint_every_steps=2)
+    run_config.batch_size = 8
+    run_config.eval_batch_size = 8
+    run_config.data = config
+    metrics = loop.train_and_evaluate(run_config, str(tmp_path), VDTClassificationTask(run_config))
+    assert metrics["num_examples"] == NUM_VAL  # every validation image counted once
+    assert 0.0 <= metrics["top1"] <= 1.0 and np.isfinite(metrics["loss"])
+    assert (tmp_path / "checkpoints" / "2").is_dir()

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import time
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 import configs.default
@@ -28,6 +28,8 @@ flags.DEFINE_string("workdir", DEFAULT_WORKDIR, "Checkpoints, metrics and Tensor
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    if not flags.FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)  # Orbax and TFDS are chatty at INFO; --verbosity=0 restores it
     from vdt_jax import distributed
 
     distributed.initialize()
