@@ -54,7 +54,7 @@ def get_config() -> ml_collections.ConfigDict:
 
     config.optimizer = ml_collections.ConfigDict()
     config.optimizer.name = "sgd"
-    config.optimizer.base_lr = 0.4  # per 256 examples; scaled by batch_size / 256
+    config.optimizer.base_lr = 1.6  # per 256 examples, scaled by batch_size / 256: 0.4 at batch 64
     config.optimizer.momentum = 0.9
     config.optimizer.weight_decay = 1e-4
     config.optimizer.schedule = "cosine"
