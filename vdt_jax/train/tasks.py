@@ -173,3 +173,14 @@ class VDTClassificationTask(Task):
 
     def eval_metrics(self, outputs, batch):
         return classification_eval_sums(outputs, batch["label"], batch["mask"])
+
+    def initial_variables(self, template: dict[str, Any]) -> dict[str, Any] | None:
+        """Start from `config.init_from` (a vdt-jax run or a .pth/.safetensors file) when set; logs what loaded."""
+        if not self.config.get("init_from"):
+            return None
+        from vdt_jax import pretrained
+
+        variables, report = pretrained.initial_variables(self.config.init_from, template)
+        if jax.process_index() == 0:
+            print(report.summary(), flush=True)
+        return variables

@@ -1,0 +1,147 @@
+"""Label efficiency in miniature: metric vs fraction of training data, pre-trained vs from scratch.
+
+    python -m vdt_jax.finetune.sweep                                   # demo segmentation, ./workdirs/finetune_sweep
+    python -m vdt_jax.finetune.sweep --fractions=0.125,0.25,0.5,1 --seeds=0,1,2 \
+        --config=configs/finetune_default.py:classification --sweep_dir=workdirs/sweep_cls
+
+Every (fraction, initialisation, seed) is an ordinary fine-tuning run (the
+shared loop) in its own workdir under --sweep_dir, with `data.train_fraction`
+and `data.fraction_seed` set and the same number of optimizer steps, so fewer
+labels means more passes over them, not less training. A finished run leaves
+`result.json` and is skipped when the sweep is run again (an interrupted one
+resumes from its checkpoint). The sweep writes results.csv, results.md (mean
+and standard deviation over seeds, and the pre-trained minus scratch gap) and
+label_efficiency.png into --sweep_dir.
+
+"pretrained" starts from --pretrained (default: the demo pre-training workdir,
+./workdirs/pretrain_demo; run `python -m vdt_jax.pretrain` first); "scratch"
+from random weights. XLA compilations are cached on disk in the sweep folder,
+so only the first run of each shape pays for compiling.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import time
+
+import numpy as np
+from absl import app, flags
+from ml_collections import config_flags
+
+import configs.finetune_default
+from vdt_jax.train import reporting
+
+config_flags.DEFINE_config_file("config", configs.finetune_default.__file__, "The fine-tuning config to sweep.")
+flags.DEFINE_string("sweep_dir", os.path.join("workdirs", "finetune_sweep"), "Run folders, tables and the plot go here.")
+flags.DEFINE_list("fractions", ["0.125", "0.25", "0.5", "1.0"], "Fractions of the training data.")
+flags.DEFINE_list("seeds", ["0"], "Seeds: each picks another subset and initialisation of the new layers.")
+flags.DEFINE_string("pretrained", "auto", "Pre-trained weights for the 'pretrained' arm (vdt-jax workdir or .pth/.safetensors).")
+flags.DEFINE_string("metric", "", "Metric to compare; default mean_dice (segmentation) or auc (classification).")
+
+INITS = ("pretrained", "scratch")
+
+
+def run_name(fraction: float, init: str, seed: int) -> str:
+    return f"frac{fraction:g}_{init}_seed{seed}"
+
+
+def run_one(config, workdir: str) -> dict:
+    """One fine-tuning run, or its stored result when it already finished."""
+    from vdt_jax.finetune.tasks import make_task
+    from vdt_jax.train import loop
+
+    result_path = os.path.join(workdir, "result.json")
+    if os.path.exists(result_path):
+        with open(result_path) as f:
+            return json.load(f)
+    start = time.perf_counter()
+    metrics = loop.train_and_evaluate(config, workdir, make_task(config, output_dir=workdir))
+    result = {"metrics": metrics, "seconds": time.perf_counter() - start, "train_fraction": config.data.train_fraction}
+    with open(result_path + ".tmp", "w") as f:
+        json.dump(result, f, indent=2)
+    os.replace(result_path + ".tmp", result_path)
+    return result
+
+
+def sweep(base_config, sweep_dir: str, fractions: list[float], seeds: list[int], pretrained: str, metric: str) -> list[dict]:
+    """Run every (fraction, init, seed) and return one row per run."""
+    rows = []
+    for fraction in fractions:
+        for init in INITS:
+            for seed in seeds:
+                config = copy.deepcopy(base_config)
+                config.seed = seed
+                config.data.train_fraction = fraction
+                config.data.fraction_seed = seed
+                config.init_from = pretrained if init == "pretrained" else ""
+                workdir = os.path.join(sweep_dir, run_name(fraction, init, seed))
+                print(f"\n=== {run_name(fraction, init, seed)} -> {workdir}", flush=True)
+                result = run_one(config, workdir)
+                rows.append({"fraction": fraction, "init": init, "seed": seed, "value": result["metrics"][metric],
+                             "seconds": result["seconds"], "workdir": workdir})
+    return rows
+
+
+def summarise(rows: list[dict]) -> dict[str, list[tuple[float, float, float]]]:
+    """init -> [(fraction, mean, std over seeds)]."""
+    series: dict[str, list[tuple[float, float, float]]] = {}
+    for init in INITS:
+        for fraction in sorted({r["fraction"] for r in rows}):
+            values = [r["value"] for r in rows if r["init"] == init and r["fraction"] == fraction]
+            series.setdefault(init, []).append((fraction, float(np.mean(values)), float(np.std(values))))
+    return series
+
+
+def write_outputs(rows: list[dict], sweep_dir: str, metric: str, title: str) -> dict[str, str]:
+    from vdt_jax.finetune import figures, nifti
+
+    series = summarise(rows)
+    paths = {name: os.path.join(sweep_dir, name) for name in ("results.csv", "results.md", "label_efficiency.png")}
+    csv_text = "fraction,init,seed,{},seconds,workdir\n".format(metric) + "".join(
+        f"{r['fraction']:g},{r['init']},{r['seed']},{r['value']:.4f},{r['seconds']:.0f},{r['workdir']}\n" for r in rows
+    )
+    nifti.atomic_write(paths["results.csv"], lambda tmp: open(tmp, "w").write(csv_text))
+    seeds = len({r["seed"] for r in rows})
+    lines = [
+        f"# {title}", "",
+        f"{metric} on the validation set, mean +- std over {seeds} seed(s); every run has the same number of steps.", "",
+        "| fraction of training data | pretrained | scratch | pretrained - scratch |", "|---|---|---|---|",
+    ]
+    for (fraction, p_mean, p_std), (_, s_mean, s_std) in zip(series["pretrained"], series["scratch"]):
+        lines.append(f"| {fraction:g} | {p_mean:.4f} +- {p_std:.4f} | {s_mean:.4f} +- {s_std:.4f} | {p_mean - s_mean:+.4f} |")
+    md_text = "\n".join(lines) + "\n"
+    nifti.atomic_write(paths["results.md"], lambda tmp: open(tmp, "w").write(md_text))
+    figures.label_efficiency_plot(paths["label_efficiency.png"], series, metric=metric, title=title)
+    print("\n" + md_text)
+    return paths
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    import jax
+
+    from vdt_jax.finetune.tasks import resolve_init_from
+
+    FLAGS = flags.FLAGS
+    config = FLAGS.config
+    sweep_dir = os.path.abspath(FLAGS.sweep_dir)
+    pretrained = resolve_init_from(FLAGS.pretrained)
+    if not pretrained:
+        raise app.UsageError("the sweep compares against pre-trained weights: run `python -m vdt_jax.pretrain` or pass --pretrained=PATH")
+    os.makedirs(sweep_dir, exist_ok=True)
+    jax.config.update("jax_compilation_cache_dir", os.path.join(sweep_dir, "xla_cache"))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+    metric = FLAGS.metric or ("mean_dice" if config.task == "segmentation" else "auc")
+    config.eval.write_predictions = False  # only the metric matters here
+    start = time.perf_counter()
+    rows = sweep(config, sweep_dir, [float(f) for f in FLAGS.fractions], [int(s) for s in FLAGS.seeds], pretrained, metric)
+    title = f"Label efficiency ({config.task}, {config.num_train_steps} steps per run)"
+    paths = write_outputs(rows, sweep_dir, metric, title)
+    print(f"Sweep done in {reporting.format_duration(time.perf_counter() - start)}: " + ", ".join(paths.values()))
+
+
+if __name__ == "__main__":
+    app.run(main)
