@@ -17,6 +17,7 @@ import jax
 import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
+from absl import logging
 from flax import serialization
 
 CHECKPOINT_DIR = "checkpoints"
@@ -55,16 +56,25 @@ class Checkpointer:
         return self.manager.save(step, args=args, force=force)
 
     def restore(self, step: int, state: Any, data_iterator: Any) -> Any:
-        """Restore `state` (a template with the target shardings) and the iterator position in place."""
+        """Restore `state` (a template with the target shardings) and the iterator position in place.
+
+        The state restores onto any topology. The data position is per process, so after a change in
+        the number of processes it cannot carry over: the iterator then starts afresh, with a warning.
+        """
         target = jax.tree.map(
             lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), serialization.to_state_dict(state)
         )
-        restored = self.manager.restore(
-            step,
-            args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(target), data=grain.checkpoint.CheckpointRestore(data_iterator)
-            ),
-        )
+        items = {"state": ocp.args.StandardRestore(target)}
+        data_file = f"process_{jax.process_index()}-of-{jax.process_count()}.json"  # grain's naming
+        if os.path.exists(os.path.join(self.directory, str(step), "data", data_file)):
+            items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
+        else:
+            logging.warning(
+                "checkpoint step %d was written by a different number of processes (no data/%s): "
+                "restoring the model and optimizer; the data order starts again from the beginning",
+                step, data_file,
+            )
+        restored = self.manager.restore(step, args=ocp.args.Composite(**items))
         return serialization.from_state_dict(state, restored["state"])
 
     def wait(self) -> None:
@@ -98,7 +108,13 @@ def load_variables(path: str, step: int | None = None) -> tuple[dict[str, Any], 
         path = os.path.dirname(path)
     if not os.path.isdir(path):
         raise FileNotFoundError(f"no checkpoints at {path}: expected a vdt-jax workdir or its checkpoints/ folder")
-    manager = ocp.CheckpointManager(path, options=ocp.CheckpointManagerOptions(read_only=True, create=False))
+    manager = ocp.CheckpointManager(
+        path,
+        options=ocp.CheckpointManagerOptions(read_only=True, create=False),
+        # Without handlers the state's metadata is None, Orbax falls back to the shardings it was saved
+        # with, and a checkpoint from more processes (unknown device ids) fails with "Topology mismatch".
+        item_handlers={"state": ocp.StandardCheckpointHandler(), "config": ocp.JsonCheckpointHandler()},
+    )
     steps = manager.all_steps()
     if not steps:
         raise FileNotFoundError(f"{path} holds no checkpoint steps")

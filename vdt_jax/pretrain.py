@@ -5,6 +5,10 @@
         --config.batch_size=1024
 
 Running the same command again resumes from the newest checkpoint in the workdir.
+The same command runs on every host of a TPU pod slice or GPU cluster: see
+vdt_jax/distributed.py for the --distributed, --coordinator_address,
+--num_processes, --process_id and --local_device_ids flags, and launch/.
+On SIGTERM (preemption) all processes save one agreed step and exit with status 0.
 """
 
 from __future__ import annotations
@@ -16,8 +20,11 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 import configs.default
-from vdt_jax.train import loop, reporting
+from vdt_jax import distributed  # at import: defines the multi-process flags
+from vdt_jax.train import loop, preemption, reporting
 from vdt_jax.train.tasks import VDTClassificationTask
+
+preemption.ignore_sigterm_in_data_workers(__name__)
 
 DEFAULT_WORKDIR = os.path.join("workdirs", "pretrain_demo")
 
@@ -30,9 +37,15 @@ def main(argv: list[str]) -> None:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     if not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # Orbax and TFDS are chatty at INFO; --verbosity=0 restores it
-    from vdt_jax import distributed
-
-    distributed.initialize()
+    if "://" in flags.FLAGS.workdir:
+        raise app.UsageError(
+            f"--workdir={flags.FLAGS.workdir}: use a filesystem path that every host sees (for a bucket, "
+            "a gcsfuse mount such as /gcs/<bucket>/<run>, see launch/tpu_install.sh), not a URL"
+        )
+    try:
+        distributed.initialize_from_flags()
+    except distributed.DistributedConfigError as error:
+        raise app.UsageError(str(error)) from error
     config = flags.FLAGS.config
     workdir = os.path.abspath(flags.FLAGS.workdir)
     start = time.perf_counter()

@@ -5,6 +5,8 @@ and the jitted steps, resumes from the newest checkpoint in `workdir` (state,
 optimizer, step counter and data position) or starts fresh, then trains,
 logs, evaluates and checkpoints until `total_steps`. Killing the process at any
 moment and running the same command again continues as if nothing happened.
+On a preemption notice (SIGTERM) every process saves the same agreed step and
+the run stops with `preemption.Preempted` (exit status 0).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import numpy as np
 
 from vdt_jax import checkpointing
 from vdt_jax.train import mesh as mesh_lib
-from vdt_jax.train import optim, reporting, state as state_lib, step as step_lib
+from vdt_jax.train import optim, preemption, reporting, state as state_lib, step as step_lib
 from vdt_jax.train.tasks import Task
 
 
@@ -82,9 +84,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, task: Ta
         f"{jax.device_count()} devices, {jax.process_count()} processes, global batch {config.batch_size}, "
         f"{run.total_steps} steps ({run.steps_per_epoch}/epoch), peak lr {peak_lr:.4g}"
     )
+    watch = preemption.PreemptionWatch()
     try:
-        metrics = _train(state, task, train_iter, ckpt, reporter, config, run, step_rng, lr_schedule, mesh)
+        metrics = _train(state, task, train_iter, ckpt, reporter, config, run, step_rng, lr_schedule, mesh, watch)
     finally:
+        watch.close()
         ckpt.wait()
         ckpt.close()
         reporter.close()
@@ -109,17 +113,19 @@ def _resume_or_start(state, task, train_iter, ckpt, reporter, config, workdir, t
     return state
 
 
-def _train(state, task, train_iter, ckpt, reporter, config, run, step_rng, lr_schedule, mesh) -> dict[str, Any]:
+def _train(state, task, train_iter, ckpt, reporter, config, run, step_rng, lr_schedule, mesh, watch) -> dict[str, Any]:
     train_step = step_lib.jit_train_step(task, lr_schedule, state, mesh)
     step = int(state.step)
     eval_metrics: dict[str, Any] = {}
     previous = None  # metrics of the previous step, checked one step late to keep the device busy
     window: list[dict] = []
     reporter.start(step)
+    watch.start(step)
     while step < run.total_steps:
         batch = mesh_lib.global_batch(next(train_iter), mesh)
         state, metrics = train_step(state, batch, step_rng)
         step += 1
+        preempted = watch.reached_sync_point(step)  # every process, every step: True at one agreed step
         if previous is not None:
             window.append(_check_finite(previous, step - 1, ckpt))
         previous = metrics
@@ -129,15 +135,20 @@ def _train(state, task, train_iter, ckpt, reporter, config, run, step_rng, lr_sc
             previous = None
             reporter.train(step, _mean(window))
             window = []
-        if step % run.eval_every == 0 or last:
+        if (step % run.eval_every == 0 or last) and not preempted:
             eval_metrics = task.evaluate(state, mesh)
             reporter.eval(step, eval_metrics)
             reporter.start(step)
-        if ckpt.should_save(step) or last:
+        if ckpt.should_save(step) or last or preempted:
             if previous is not None:
                 window.append(_check_finite(previous, step, ckpt))
                 previous = None
-            ckpt.save(step, state, train_iter, config, force=last)
+            ckpt.save(step, state, train_iter, config, force=last or preempted)
+        if preempted and not last:
+            ckpt.wait()
+            stop = preemption.Preempted(step, ckpt.directory)
+            reporter.print(f"Preemption notice: {stop}.")
+            raise stop
     return eval_metrics
 
 
