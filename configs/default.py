@@ -38,7 +38,7 @@ def get_config() -> ml_collections.ConfigDict:
 
     config.data = ml_collections.ConfigDict()
     config.data.name = "vdt_shapes"
-    config.data.data_dir = None  # TFDS data dir; None = ~/tensorflow_datasets
+    config.data.data_dir = ml_collections.config_dict.placeholder(str)  # TFDS data dir; unset: $TFDS_DATA_DIR or ~/tensorflow_datasets
     config.data.train_split = "train"
     config.data.eval_split = "validation"
     config.data.image_size = 56
