@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import grain
+import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
@@ -69,3 +70,22 @@ class ArrayTask(VDTClassificationTask):
                 "label": np.concatenate([labels[chunk], np.zeros(pad, np.int32)]),
                 "mask": np.arange(per_process_batch) < n,
             }
+
+
+def random_variables(model, input_shape, seed: int = 0) -> dict:
+    """The model's variables filled with random numbers, BatchNorm statistics included (no compile).
+
+    Fresh initialisations have zero residual scales, unit variances and zero
+    means, which would hide layout mistakes in conversion tests.
+    """
+    shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros(input_shape))
+    rng = np.random.default_rng(seed)
+
+    def fill(path, leaf):
+        name = path[-1].key
+        if name == "kernel":
+            return rng.standard_normal(leaf.shape, np.float32) * np.float32(np.sqrt(2.0 / np.prod(leaf.shape[:-1])))
+        low, high = {"scale": (0.5, 1.5), "var": (0.5, 2.0)}.get(name, (-0.2, 0.2))
+        return (low + (high - low) * rng.random(leaf.shape, np.float32)).astype(np.float32)
+
+    return jax.tree_util.tree_map_with_path(fill, shapes)

@@ -16,25 +16,11 @@ monai_nets = pytest.importorskip("monai.networks.nets")
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
+from tests.fakes import random_variables  # noqa: E402
 from vdt_jax import torch_weights as tw  # noqa: E402
 from vdt_jax.models.resnet3d import resnet3d  # noqa: E402
 
 TOLERANCE = 1e-4  # max |torch - flax| / max |flax|
-
-
-def random_variables(model, input_shape, seed: int = 0) -> dict:
-    """The model's variables filled with random numbers, BatchNorm statistics included."""
-    shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros(input_shape))
-    rng = np.random.default_rng(seed)
-
-    def fill(path, leaf):
-        name = path[-1].key
-        if name == "kernel":
-            return rng.standard_normal(leaf.shape, np.float32) * np.float32(np.sqrt(2.0 / np.prod(leaf.shape[:-1])))
-        low, high = {"scale": (0.5, 1.5), "var": (0.5, 2.0)}.get(name, (-0.2, 0.2))
-        return (low + (high - low) * rng.random(leaf.shape, np.float32)).astype(np.float32)
-
-    return jax.tree_util.tree_map_with_path(fill, shapes)
 
 
 def randomise_monai(net, seed: int = 0):

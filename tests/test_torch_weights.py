@@ -14,24 +14,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from tests import fakes
 from vdt_jax import torch_weights as tw
 from vdt_jax.models.resnet3d import resnet3d
 
 
 def random_variables(depth: int, seed: int = 0, in_channels: int = 1, **model_kwargs) -> dict:
-    """Variables of a vdt-jax ResNet filled with random numbers (no model.init, no compile)."""
-    model = resnet3d(depth, **model_kwargs)
-    shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 3, 32, 32, in_channels)))
-    rng = np.random.default_rng(seed)
-
-    def fill(path, leaf):
-        name = path[-1].key
-        if name == "kernel":
-            return rng.standard_normal(leaf.shape, np.float32) * np.float32(np.sqrt(2.0 / np.prod(leaf.shape[:-1])))
-        low, high = {"scale": (0.5, 1.5), "var": (0.5, 2.0)}.get(name, (-0.2, 0.2))
-        return (low + (high - low) * rng.random(leaf.shape, np.float32)).astype(np.float32)
-
-    return jax.tree_util.tree_map_with_path(fill, shapes)
+    """Variables of a vdt-jax ResNet of `depth` filled with random numbers."""
+    return fakes.random_variables(resnet3d(depth, **model_kwargs), (1, 3, 32, 32, in_channels), seed)
 
 
 def shape_template(depth: int, in_channels: int = 1, **model_kwargs) -> dict:
