@@ -3,10 +3,10 @@
     python -m vdt_jax.finetune                        # segmentation demo, workdir ./workdirs/finetune_demo
     python -m vdt_jax.finetune --config=configs/finetune_default.py:classification \
         --workdir=workdirs/finetune_cls_demo          # nodule classification demo
-    python -m vdt_jax.finetune.sweep                  # label-efficiency sweep, pre-trained vs scratch
+    python -m vdt_jax.finetune.sweep                  # label-efficiency sweep (classification), pre-trained vs scratch
 
 The data (`vdt_jax.finetune.synthetic`) is generated once into
-~/.cache/vdt_jax/synthetic_ct_v1: int16 CTs with HU scaling, anisotropic spacing
+~/.cache/vdt_jax/synthetic_ct_v2: int16 CTs with HU scaling, anisotropic spacing
 and mixed RAS/LPS orientations. The backbone is the demo pre-training network
 (configs/default.py: ResNet3D-10, widths 16-128), so `init_from="auto"` loads
 ./workdirs/pretrain_demo when `python -m vdt_jax.pretrain` has run, and trains
@@ -27,9 +27,9 @@ def get_config(task: str = "segmentation") -> ml_collections.ConfigDict:
     config.batch_size = 8  # global, over all devices and processes
     config.eval_batch_size = 8  # sliding windows (segmentation) or crops (classification) per eval step
     config.num_epochs = 1.0
-    config.num_train_steps = 300 if task == "segmentation" else 240  # > 0 overrides num_epochs
+    config.num_train_steps = 300 if task == "segmentation" else 400  # > 0 overrides num_epochs
     config.log_every_steps = 25
-    config.eval_every_steps = 100 if task == "segmentation" else 60
+    config.eval_every_steps = 100
     config.checkpoint_every_steps = 100
     config.keep_checkpoints = 2
     config.init_from = "auto"  # "auto": ./workdirs/pretrain_demo if it exists; a path; or "" for scratch
@@ -84,6 +84,7 @@ def _segmentation_data() -> ml_collections.ConfigDict:
     data.train_key = "training"
     data.eval_key = "validation"
     data.num_val_cases = 0  # held out of `train_key` when the json has no `eval_key`
+    data.val_seed = 0  # which cases are held out
     data.class_names = None  # None: the dataset.json's labels
     data.label_map = ()  # (file value, class) pairs, e.g. ((2, 1),) merges label 2 into 1
     data.in_channels = 1

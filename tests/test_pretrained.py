@@ -69,6 +69,7 @@ def test_a_pretraining_checkpoint_fills_the_unet_encoder(pretraining_run):
     assert {"up1", "up2", "up3", "up4", "head_conv", "head_norm", "head"} <= set(report.new)
     assert "fc.weight" in report.unused
     assert "loaded 60 tensors into encoder/" in report.summary()
+    assert "  encoder/layer4.0.downsample.1.running_var\n" in report.details()
 
 
 def test_classifier_is_reinitialised_when_the_class_count_differs(pretraining_run):

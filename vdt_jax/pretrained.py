@@ -77,6 +77,11 @@ class InitReport:
             lines.append(f"  unused {listed}: {why}")
         return "\n".join(lines)
 
+    def details(self) -> str:
+        """`summary()` plus every loaded tensor by name (what the fine-tuning tasks save in the workdir)."""
+        prefix = f"{self.target}/" if self.target else ""
+        return self.summary() + "\nloaded:\n" + "".join(f"  {prefix}{name}\n" for name in self.loaded)
+
 
 def initial_variables(
     init_from: str, template: Mapping[str, Any], *, in_channels_reduce: str = "sum"
@@ -193,10 +198,12 @@ def _graft(template: Mapping[str, Any], path: tuple[str, ...], loaded: Mapping[s
     """A numpy copy of `template` with `loaded`'s modules put at `path` (modules it lacks keep the template's)."""
     out = {c: _to_numpy(template.get(c) or {}) for c in COLLECTIONS}
     for collection in COLLECTIONS:
+        if not loaded.get(collection):  # e.g. no batch_stats with GroupNorm
+            continue
         node = out[collection]
         for name in path:
             node = node[name]
-        for name, value in (loaded.get(collection) or {}).items():
+        for name, value in loaded[collection].items():
             node[name] = _to_numpy(value)
     return out
 

@@ -35,10 +35,12 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import hashlib
 import json
 import os
 import shutil
+import threading
 from typing import Any, Sequence
 
 import grain
@@ -268,23 +270,37 @@ class Volume:
 
     folder: str
     geometry: nifti.Geometry
-    pad_value: float
-    has_label: bool
+    pad_value: float  # the volume's minimum: what crops beyond its edge are filled with
 
     def image(self) -> np.ndarray:
-        return np.load(os.path.join(self.folder, "image.npy"), mmap_mode="r")
+        return _open(os.path.join(self.folder, "image.npy"))
 
     def label(self) -> np.ndarray:
-        return np.load(os.path.join(self.folder, "label.npy"), mmap_mode="r")
+        return _open(os.path.join(self.folder, "label.npy"))
 
     def label_at_source_resolution(self) -> np.ndarray:
         """The label map on the file's own (canonical) grid, where predictions are scored."""
         name = "label_source.npy" if os.path.exists(os.path.join(self.folder, "label_source.npy")) else "label.npy"
-        return np.load(os.path.join(self.folder, name), mmap_mode="r")
+        return _open(os.path.join(self.folder, name))
 
     def foreground(self) -> list[np.ndarray]:
-        with np.load(os.path.join(self.folder, "foreground.npz")) as data:
-            return [data[k] for k in sorted(data.files, key=lambda k: int(k.split("_")[1]))]
+        return _open(os.path.join(self.folder, "foreground.npz"))
+
+
+# np.load parses .npy headers with ast.literal_eval, which CPython 3.11 cannot run
+# in two threads at once ("AST constructor recursion depth mismatch"), and grain
+# reads records from several threads: open each file once per process, serially.
+_OPEN_LOCK = threading.Lock()
+
+
+@functools.lru_cache(maxsize=4096)
+def _open(path: str) -> Any:
+    """A read-only memory map of an .npy file, or the per-class arrays of a foreground .npz."""
+    with _OPEN_LOCK:
+        if path.endswith(".npz"):
+            with np.load(path) as data:
+                return [data[k] for k in sorted(data.files, key=lambda k: int(k.split("_")[1]))]
+        return np.load(path, mmap_mode="r")
 
 
 class VolumeCache:
@@ -300,7 +316,7 @@ class VolumeCache:
             self._write(folder, image_path, label_path)
         with open(os.path.join(folder, "meta.json")) as f:
             meta = json.load(f)
-        return Volume(folder, nifti.Geometry.from_json(meta["geometry"]), meta["pad_value"], label_path is not None)
+        return Volume(folder, nifti.Geometry.from_json(meta["geometry"]), meta["pad_value"])
 
     def _key(self, image_path: str, label_path: str | None) -> str:
         identity = [CACHE_VERSION, dataclasses.asdict(self.preprocessing)]

@@ -188,7 +188,7 @@ def _spatial(array: np.ndarray, path: str, channels: int) -> np.ndarray:
     return array
 
 
-def _geometry(image: nib.Nifti1Image, path: str, model_shape: tuple[int, int, int] | None = None) -> Geometry:
+def _geometry(image: nib.Nifti1Image, path: str, target_spacing: Sequence[float] | None) -> Geometry:
     affine = np.asarray(image.affine, np.float64)
     if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
         raise NiftiError(f"{path}: the header's affine is singular or not finite:\n{affine}")
@@ -197,7 +197,8 @@ def _geometry(image: nib.Nifti1Image, path: str, model_shape: tuple[int, int, in
     canonical = affine @ orientations.inv_ornt_aff(ornt, shape)
     spacing = tuple(float(s) for s in nib.affines.voxel_sizes(canonical))
     geometry = Geometry(os.path.abspath(path), affine, shape, spacing, (0, 0, 0))
-    return dataclasses.replace(geometry, model_shape=model_shape or geometry.canonical_shape)
+    model_shape = resampled_shape(geometry.canonical_shape, spacing, target_spacing)
+    return dataclasses.replace(geometry, model_shape=model_shape)
 
 
 def to_model_axes(array: np.ndarray, geometry: Geometry) -> np.ndarray:
@@ -274,10 +275,8 @@ def load_image(
     if bad.any():
         first = tuple(int(i) for i in np.argwhere(bad)[0][:3])
         raise NiftiError(f"{path}: {int(bad.sum())} voxel(s) are NaN or infinite (first at voxel {first})")
-    geometry = _geometry(image, path)
-    shape = resampled_shape(geometry.canonical_shape, geometry.spacing, target_spacing)
-    geometry = dataclasses.replace(geometry, model_shape=shape)
-    data = resize(to_model_axes(data, geometry), shape, order=1)
+    geometry = _geometry(image, path, target_spacing)
+    data = resize(to_model_axes(data, geometry), geometry.model_shape, order=1)
     return intensity.apply(data), geometry
 
 

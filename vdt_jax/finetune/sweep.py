@@ -1,8 +1,8 @@
 """Label efficiency in miniature: metric vs fraction of training data, pre-trained vs from scratch.
 
-    python -m vdt_jax.finetune.sweep                                   # demo segmentation, ./workdirs/finetune_sweep
-    python -m vdt_jax.finetune.sweep --fractions=0.125,0.25,0.5,1 --seeds=0,1,2 \
-        --config=configs/finetune_default.py:classification --sweep_dir=workdirs/sweep_cls
+    python -m vdt_jax.finetune.sweep                      # demo classification, 3 seeds, ./workdirs/finetune_sweep
+    python -m vdt_jax.finetune.sweep --config=configs/finetune_default.py --seeds=0 \
+        --sweep_dir=workdirs/finetune_sweep_seg            # the segmentation demo instead (slower)
 
 Every (fraction, initialisation, seed) is an ordinary fine-tuning run (the
 shared loop) in its own workdir under --sweep_dir, with `data.train_fraction`
@@ -33,10 +33,12 @@ from ml_collections import config_flags
 import configs.finetune_default
 from vdt_jax.train import reporting
 
-config_flags.DEFINE_config_file("config", configs.finetune_default.__file__, "The fine-tuning config to sweep.")
+config_flags.DEFINE_config_file(
+    "config", configs.finetune_default.__file__ + ":classification", "The fine-tuning config to sweep."
+)
 flags.DEFINE_string("sweep_dir", os.path.join("workdirs", "finetune_sweep"), "Run folders, tables and the plot go here.")
 flags.DEFINE_list("fractions", ["0.125", "0.25", "0.5", "1.0"], "Fractions of the training data.")
-flags.DEFINE_list("seeds", ["0"], "Seeds: each picks another subset and initialisation of the new layers.")
+flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds: each picks another subset, data order and new-layer initialisation.")
 flags.DEFINE_string("pretrained", "auto", "Pre-trained weights for the 'pretrained' arm (vdt-jax workdir or .pth/.safetensors).")
 flags.DEFINE_string("metric", "", "Metric to compare; default mean_dice (segmentation) or auc (classification).")
 
@@ -138,7 +140,10 @@ def main(argv: list[str]) -> None:
     config.eval.write_predictions = False  # only the metric matters here
     start = time.perf_counter()
     rows = sweep(config, sweep_dir, [float(f) for f in FLAGS.fractions], [int(s) for s in FLAGS.seeds], pretrained, metric)
-    title = f"Label efficiency ({config.task}, {config.num_train_steps} steps per run)"
+    title = (
+        f"Label efficiency ({config.task}, {config.num_train_steps} steps per run, "
+        f"{len(FLAGS.seeds)} seed(s), bars +-1 std)"
+    )
     paths = write_outputs(rows, sweep_dir, metric, title)
     print(f"Sweep done in {reporting.format_duration(time.perf_counter() - start)}: " + ", ".join(paths.values()))
 

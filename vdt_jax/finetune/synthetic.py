@@ -2,16 +2,18 @@
 
 Two datasets, generated offline in seconds and cached on disk:
 
-  segmentation  "abdomen" CTs in the Medical Segmentation Decathlon layout
-                (dataset.json, imagesTr/, labelsTr/): air, a body with a fat
-                rim, a spine, and an organ (label 1, ~60 HU, irregular
-                ellipsoid) holding 0-2 hypodense lesions (label 2, ~20 HU),
-                plus CT-like noise.
+  segmentation  contrast-enhanced "abdomen" CTs in the Medical Segmentation
+                Decathlon layout (dataset.json, imagesTr/, labelsTr/): air, a
+                body with a fat rim, soft tissue, a spine, kidneys and bowel
+                gas as distractors, and an organ (label 1, ~100 HU, irregular
+                ellipsoid) holding 0-2 hypo-enhancing lesions (label 2,
+                ~45 HU), plus CT-like noise.
   classification  chest CT chunks with one lung nodule each and a CSV
                 manifest (image, label, split, and the nodule centre x, y, z
-                in world millimetres): benign nodules (label 0) are smooth
-                and often calcified, malignant ones (label 1) larger,
-                lobulated and spiculated; sizes overlap.
+                in world millimetres): benign nodules (label 0) tend to be
+                smaller, smoother and sometimes calcified, malignant ones
+                (label 1) larger, lobulated and spiculated; the classes
+                overlap, so the task is not trivial.
 
 Headers look like scanner output: int16 voxels holding HU + 1024 with
 scl_slope 1 / scl_inter -1024, anisotropic spacing (thin in-plane, thicker
@@ -33,7 +35,7 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
-VERSION = 1
+VERSION = 2
 DEFAULT_ROOT = os.path.join(os.path.expanduser("~"), ".cache", "vdt_jax", f"synthetic_ct_v{VERSION}")
 SEGMENTATION_LABELS = ("background", "organ", "lesion")
 CLASSIFICATION_LABELS = ("benign", "malignant")
@@ -48,7 +50,7 @@ def ensure_dataset(kind: str, root: str | None = None, **kwargs) -> str:
 
     Args:
       kind: "segmentation" or "classification".
-      root: parent folder; default ~/.cache/vdt_jax/synthetic_ct_v1.
+      root: parent folder; default ~/.cache/vdt_jax/synthetic_ct_v2.
       **kwargs: passed to the writer (num_train, num_val, shape, seed), and part
         of the folder name when not the defaults.
     """
@@ -131,32 +133,40 @@ def ct_noise(hu: np.ndarray, rng: np.random.Generator, sigma: float = 15.0) -> n
 
 
 def abdomen_case(shape: Sequence[int], spacing: Sequence[float], rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """(HU, label) arrays in RAS index order for one synthetic abdominal CT."""
+    """(HU, label) arrays in RAS index order for one synthetic contrast-enhanced abdominal CT."""
     x, y, z = grid_mm(shape, spacing)
     extent = np.asarray(shape) * np.asarray(spacing) / 2
     body_a, body_b = extent[0] * rng.uniform(0.78, 0.9), extent[1] * rng.uniform(0.62, 0.75)
     body = (x / body_a) ** 2 + (y / body_b) ** 2
     hu = np.full(shape, -1000.0)
     hu = np.where(body < 1.0, -100.0, hu)  # subcutaneous fat
-    hu = np.where(body < 0.8, 40.0 + 8 * smooth_noise(shape, rng), hu)  # soft tissue
+    inside = body < 0.8
+    hu = np.where(inside, 40.0 + 10 * smooth_noise(shape, rng), hu)  # muscle and bowel
     spine = (x / (0.14 * body_a)) ** 2 + ((y + 0.62 * body_b) / (0.14 * body_b)) ** 2 < 1.0
     hu = np.where(spine, 450.0, hu)
+    for side in (-1, 1):  # kidneys: bright distractors beside the spine
+        kidney = ((x - side * 0.45 * body_a) / (0.14 * body_a)) ** 2 + ((y + 0.35 * body_b) / (0.2 * body_b)) ** 2
+        hu = np.where((kidney + (z / (0.6 * extent[2])) ** 2 < 1.0) & inside, 160.0, hu)
+    for _ in range(rng.integers(2, 6)):  # bowel gas
+        centre = rng.uniform(-0.5, 0.5, 3) * [body_a, body_b, extent[2]]
+        gas = (x - centre[0]) ** 2 + (y - centre[1]) ** 2 + (z - centre[2]) ** 2 < rng.uniform(2.0, 5.0) ** 2
+        hu = np.where(gas & inside, -900.0, hu)
     centre = np.array([rng.uniform(0.1, 0.35) * body_a, rng.uniform(-0.1, 0.25) * body_b, rng.uniform(-0.15, 0.15) * extent[2]])
     radii = np.array([rng.uniform(0.35, 0.5) * body_a, rng.uniform(0.35, 0.5) * body_b, rng.uniform(0.55, 0.8) * extent[2]])
     organ_field = ((x - centre[0]) / radii[0]) ** 2 + ((y - centre[1]) / radii[1]) ** 2 + ((z - centre[2]) / radii[2]) ** 2
-    organ = (organ_field + 0.25 * smooth_noise(shape, rng, scale=6) < 1.0) & (body < 0.8) & ~spine
+    organ = (organ_field + 0.25 * smooth_noise(shape, rng, scale=6) < 1.0) & inside & ~spine
     label = organ.astype(np.uint8)
-    hu = np.where(organ, 62.0 + 5 * smooth_noise(shape, rng), hu)
+    hu = np.where(organ, 100.0 + 6 * smooth_noise(shape, rng), hu)  # enhancing parenchyma
     for _ in range(rng.integers(0, 3)):
-        inside = np.argwhere(organ)
-        if len(inside) == 0:
+        voxels = np.argwhere(organ)
+        if len(voxels) == 0:
             break
-        point = inside[rng.integers(len(inside))]
+        point = voxels[rng.integers(len(voxels))]
         r = rng.uniform(3.0, 7.0)
         lesion = ((x - x.flat[point[0]]) ** 2 + (y - y.flat[point[1]]) ** 2 + (z - z.flat[point[2]]) ** 2 < r**2) & organ
         label[lesion] = 2
-        hu = np.where(lesion, 18.0, hu)
-    return ct_noise(hu, rng), label
+        hu = np.where(lesion, 45.0, hu)  # hypo-enhancing lesion
+    return ct_noise(hu, rng, sigma=12.0), label
 
 
 def nodule_case(
@@ -172,22 +182,23 @@ def nodule_case(
         distance = np.linalg.norm(d - (d @ direction)[..., None] * direction, axis=-1)
         hu = np.where(distance < rng.uniform(0.6, 1.6), 40.0, hu)
     centre = rng.uniform(-3.0, 3.0, 3)
-    r = rng.uniform(4.0, 8.5) if malignant else rng.uniform(2.5, 6.0)
+    # The classes overlap in size and shape: only the tendencies differ, so more data keeps helping.
+    r = rng.uniform(3.5, 7.5) if malignant else rng.uniform(3.0, 6.5)
     dist = np.sqrt((x - centre[0]) ** 2 + (y - centre[1]) ** 2 + (z - centre[2]) ** 2)
-    irregularity = (0.35 if malignant else 0.06) * r * smooth_noise(shape, rng, scale=2 if malignant else 5)
+    irregularity = (0.3 if malignant else 0.08) * r * smooth_noise(shape, rng, scale=3)
     nodule = dist + irregularity < r
     hu = np.where(nodule, 30.0 + 10 * rng.standard_normal(), hu)
-    if malignant:  # spicules: thin spokes leaving the surface
-        for _ in range(rng.integers(4, 9)):
-            direction = rng.standard_normal(3)
-            direction /= np.linalg.norm(direction)
-            d = np.stack(np.broadcast_arrays(x - centre[0], y - centre[1], z - centre[2]), -1)
-            along = d @ direction
-            off = np.linalg.norm(d - along[..., None] * direction, axis=-1)
-            hu = np.where((along > 0) & (along < r + rng.uniform(3, 7)) & (off < 0.7), 10.0, hu)
-    elif rng.random() < 0.5:  # central calcification
-        hu = np.where(dist < 0.45 * r, 350.0, hu)
-    return ct_noise(hu, rng, sigma=20.0), centre
+    spicules = rng.integers(1, 6) if malignant else (rng.integers(1, 3) if rng.random() < 0.15 else 0)
+    for _ in range(spicules):  # thin spokes leaving the surface
+        direction = rng.standard_normal(3)
+        direction /= np.linalg.norm(direction)
+        d = np.stack(np.broadcast_arrays(x - centre[0], y - centre[1], z - centre[2]), -1)
+        along = d @ direction
+        off = np.linalg.norm(d - along[..., None] * direction, axis=-1)
+        hu = np.where((along > 0) & (along < r + rng.uniform(1.5, 4.0)) & (off < 0.6), 10.0, hu)
+    if not malignant and rng.random() < 0.3:  # central calcification
+        hu = np.where(dist < 0.4 * r, 300.0, hu)
+    return ct_noise(hu, rng, sigma=25.0), centre
 
 
 # --------------------------------------------------------------------- datasets
@@ -225,7 +236,7 @@ def write_segmentation_dataset(
 
 
 def write_classification_dataset(
-    folder: str, *, num_train: int = 64, num_val: int = 32, shape: Sequence[int] = (40, 40, 28), seed: int = 0
+    folder: str, *, num_train: int = 128, num_val: int = 96, shape: Sequence[int] = (40, 40, 28), seed: int = 0
 ) -> None:
     """Nodule volumes and a manifest.csv (balanced classes); spacing (0.8, 0.8, 1.25) mm."""
     spacing = (0.8, 0.8, 1.25)

@@ -156,7 +156,7 @@ class FinetuneTask(Task):
             self.init_from, template, in_channels_reduce=self.config.get("finetune", {}).get("in_channels_reduce", "sum")
         )
         log(self.init_report.summary())
-        self._write_text("init_report.txt", self.init_report.summary() + "\n")
+        self._write_text("init_report.txt", self.init_report.details())
         return variables
 
     def trainable(self, params: Any) -> Any:
@@ -196,6 +196,8 @@ class Classification3DTask(FinetuneTask):
     """
 
     def __init__(self, config: ml_collections.ConfigDict, output_dir: str | None = None):
+        if not config.data.get("class_names"):
+            raise ValueError("set data.class_names, e.g. ('benign', 'malignant'): the manifest's labels index them")
         super().__init__(config, tuple(config.data.class_names), output_dir)
         data = config.data
         rows = datasets.read_manifest(data_path(config, "a CSV/JSON manifest"), len(self.class_names))
@@ -313,7 +315,7 @@ class SegmentationTask(FinetuneTask):
             train_key=data.get("train_key", "training"),
             eval_key=data.get("eval_key", "validation"),
             num_val_cases=int(data.get("num_val_cases", 0)),
-            seed=int(data.get("fraction_seed", 0)),
+            seed=int(data.get("val_seed", 0)),  # not fraction_seed: a sweep must keep one validation set
         )
         super().__init__(config, tuple(data.get("class_names") or names), output_dir)
         fraction = float(data.get("train_fraction", 1.0))
@@ -390,16 +392,17 @@ class SegmentationTask(FinetuneTask):
         per_process = mesh_lib.per_process_batch_size(self.config.eval_batch_size, mesh)
         weighting = self.config.eval.get("weighting", "gaussian")
         stitchers = {i: sliding_window.Stitcher(p, weighting) for i, p in enumerate(self._plans())}
-        dice = []
+        dice: dict[int, np.ndarray] = {}
         for batch in self.eval_batches(per_process_batch=per_process):
             out = mesh_lib.to_host(step(state, mesh_lib.global_batch(batch, mesh)))
             for probs, case, start in zip(out["probs"][out["mask"]], out["case"][out["mask"]], out["start"][out["mask"]]):
                 stitcher = stitchers[int(case)]
                 stitcher.add(start, probs)
                 if stitcher.complete:
-                    dice.append(self._finish_case(int(case), stitchers.pop(int(case)).result()))
-        result = metrics.summarise_dice(dice, self.class_names)
-        self._write_dice_table(dice, result)
+                    dice[int(case)] = self._finish_case(int(case), stitchers.pop(int(case)).result())
+        per_case = [dice[i] for i in range(len(self.eval_volumes))]
+        result = metrics.summarise_dice(per_case, self.class_names)
+        self._write_dice_table(per_case, result)
         return result
 
     def _finish_case(self, case: int, probs: np.ndarray) -> np.ndarray:
