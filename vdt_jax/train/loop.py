@@ -15,7 +15,6 @@ import dataclasses
 import json
 import math
 import os
-import time
 from typing import Any
 
 import jax
@@ -119,12 +118,15 @@ def _train(state, task, train_iter, ckpt, reporter, config, run, step_rng, lr_sc
     eval_metrics: dict[str, Any] = {}
     previous = None  # metrics of the previous step, checked one step late to keep the device busy
     window: list[dict] = []
-    reporter.start(step)
+    first_step = step
     watch.start(step)
     while step < run.total_steps:
         batch = mesh_lib.global_batch(next(train_iter), mesh)
         state, metrics = train_step(state, batch, step_rng)
         step += 1
+        if step == first_step + 1:  # throughput excludes compilation
+            jax.block_until_ready(metrics)
+            reporter.start(step)
         preempted = watch.reached_sync_point(step)  # every process, every step: True at one agreed step
         if previous is not None:
             window.append(_check_finite(previous, step - 1, ckpt))
@@ -168,6 +170,3 @@ def _mean(window: list[dict[str, float]]) -> dict[str, float]:
     keys = window[-1].keys()
     return {k: float(np.mean([m[k] for m in window])) for k in keys} | {"learning_rate": window[-1]["learning_rate"]}
 
-
-def elapsed_since(start: float) -> str:
-    return reporting.format_duration(time.perf_counter() - start)
