@@ -128,19 +128,23 @@ class ResNet3D(nn.Module):
         )
 
     def _norm_factory(self, train: bool) -> Callable[..., nn.Module]:
-        if self.norm == "batch":
-            return functools.partial(
-                nn.BatchNorm,
-                use_running_average=not train,
-                momentum=self.bn_momentum,
-                epsilon=1e-5,
-                dtype=self.dtype,
-                param_dtype=self.param_dtype,
-            )
-        if self.norm == "group":
-            return functools.partial(nn.GroupNorm, num_groups=32, epsilon=1e-5, dtype=self.dtype, param_dtype=self.param_dtype)
-        raise ValueError(f"unknown norm {self.norm!r}; expected one of {NORMS}")
+        return norm_factory(self.norm, train, momentum=self.bn_momentum, dtype=self.dtype, param_dtype=self.param_dtype)
 
+
+def norm_factory(kind: str, train: bool, *, momentum: float, dtype: Any, param_dtype: Any) -> Callable[..., nn.Module]:
+    """Norm layer constructor: BatchNorm (eps 1e-5, running stats in eval) or GroupNorm with 32 groups."""
+    if kind == "batch":
+        return functools.partial(
+            nn.BatchNorm,
+            use_running_average=not train,
+            momentum=momentum,
+            epsilon=1e-5,
+            dtype=dtype,
+            param_dtype=param_dtype,
+        )
+    if kind == "group":
+        return functools.partial(nn.GroupNorm, num_groups=32, epsilon=1e-5, dtype=dtype, param_dtype=param_dtype)
+    raise ValueError(f"unknown norm {kind!r}; expected one of {NORMS}")
 
 ResNet3D10 = functools.partial(ResNet3D, stage_sizes=(1, 1, 1, 1), block_cls=BasicBlock)
 ResNet3D18 = functools.partial(ResNet3D, stage_sizes=(2, 2, 2, 2), block_cls=BasicBlock)

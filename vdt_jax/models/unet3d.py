@@ -27,7 +27,7 @@ from flax import linen as nn
 
 from vdt_jax.models.conv import Conv3D
 from vdt_jax.models.factory import build_model
-from vdt_jax.models.resnet3d import ResNet3D
+from vdt_jax.models.resnet3d import ResNet3D, norm_factory
 
 ModuleDef = Any
 SKIPS = ("layer3", "layer2", "layer1", "stem")
@@ -82,13 +82,8 @@ class UNet3D(nn.Module):
     def _norm_factory(self, train: bool) -> Callable[..., nn.Module]:
         encoder = self.encoder
         if encoder.norm == "batch":
-            return functools.partial(
-                nn.BatchNorm,
-                use_running_average=not train,
-                momentum=encoder.bn_momentum,
-                epsilon=1e-5,
-                dtype=encoder.dtype,
-                param_dtype=encoder.param_dtype,
+            return norm_factory(
+                "batch", train, momentum=encoder.bn_momentum, dtype=encoder.dtype, param_dtype=encoder.param_dtype
             )
 
         def group_norm(name: str) -> Callable[[jax.Array], jax.Array]:
