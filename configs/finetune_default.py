@@ -10,9 +10,10 @@ The data (`vdt_jax.finetune.synthetic`) is generated once into
 and mixed RAS/LPS orientations. The backbone is the demo pre-training network
 (configs/default.py: ResNet3D-10, widths 16-128), so `init_from="auto"` loads
 ./workdirs/pretrain_demo when `python -m vdt_jax.pretrain` has run, and trains
-from scratch otherwise. Expected on a 2-core CPU: a few minutes; segmentation
-mean Dice (organ, lesion) well above 0.5, classification AUC well above 0.5
-(the README records the measured figures).
+from scratch otherwise. Measured on a shared 2-core CPU (2026-11-27), starting
+from the 37.8%-top-1 pre-training demo: segmentation 4m35s, Dice organ 0.905,
+lesion 0.176 (from scratch: 6m27s, 0.892 and 0.000); classification 1m33s,
+accuracy 91.7%, ROC AUC 0.989 on 96 validation nodules.
 """
 
 import ml_collections
@@ -27,9 +28,9 @@ def get_config(task: str = "segmentation") -> ml_collections.ConfigDict:
     config.batch_size = 8  # global, over all devices and processes
     config.eval_batch_size = 8  # sliding windows (segmentation) or crops (classification) per eval step
     config.num_epochs = 1.0
-    config.num_train_steps = 300 if task == "segmentation" else 400  # > 0 overrides num_epochs
-    config.log_every_steps = 25
-    config.eval_every_steps = 100
+    config.num_train_steps = 300 if task == "segmentation" else 1200  # > 0 overrides num_epochs
+    config.log_every_steps = 25 if task == "segmentation" else 100
+    config.eval_every_steps = 100 if task == "segmentation" else 400
     config.checkpoint_every_steps = 100
     config.keep_checkpoints = 2
     config.init_from = "auto"  # "auto": ./workdirs/pretrain_demo if it exists; a path; or "" for scratch

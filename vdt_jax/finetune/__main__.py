@@ -46,8 +46,10 @@ def print_summary(config, metrics: dict, workdir: str, seconds: float) -> None:
     if jax.process_index() != 0:
         return
     if not metrics:
-        print(f"\nNothing to do: the run in {workdir} already reached step {config.num_train_steps}. "
-              "Raise --config.num_train_steps to continue it, or use a new --workdir.")
+        print(
+            f"\nNothing to do: the run in {workdir} already finished. "
+            "Raise --config.num_train_steps (or num_epochs) to continue it, or use a new --workdir."
+        )
         return
     if config.task == "segmentation":
         per_class = ", ".join(f"{k.split('/', 1)[1]} {v:.3f}" for k, v in metrics.items() if k.startswith("dice/"))

@@ -111,7 +111,7 @@ def label_efficiency_plot(
       metric: the y axis label.
       title: the line above the plot.
     """
-    size, margin = (640, 420), (70, 40, 30, 60)  # left, top, right, bottom
+    size, margin = (640, 440), (70, 40, 30, 80)  # left, top, right, bottom
     canvas = Image.new("RGB", size, WHITE)
     draw = ImageDraw.Draw(canvas)
     points = [p for values in series.values() for p in values]
@@ -146,8 +146,9 @@ def label_efficiency_plot(
             if s > 0:
                 draw.line((x, y_of(m - s), x, y_of(m + s)), fill=colour, width=1)
             draw.ellipse((x - 4, y - 4, x + 4, y + 4), fill=colour)
-        draw.line((right - 130, top + 14 + 18 * index, right - 105, top + 14 + 18 * index), fill=colour, width=3)
-        draw.text((right - 100, top + 7 + 18 * index), name, fill=BLACK, font=_font(12))
+        x = left + 140 * index  # legend under the axis label, clear of the data
+        draw.line((x, size[1] - 14, x + 25, size[1] - 14), fill=colour, width=3)
+        draw.text((x + 30, size[1] - 21), name, fill=BLACK, font=_font(12))
     atomic_write(path, lambda tmp: canvas.save(tmp, format="PNG"))
 
 
