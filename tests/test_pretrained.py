@@ -143,3 +143,14 @@ def test_pretraining_task_starts_from_init_from(tmp_path, pretraining_run):
     variables = task.initial_variables(template)
     assert_equal_trees(variables["params"], source["params"])
     assert ArrayTask(tiny_config(), num_classes=10).initial_variables(template) is None
+
+
+def test_auto_init_uses_the_demo_pretraining_workdir_when_it_has_a_checkpoint(tmp_path, monkeypatch, capsys):
+    from vdt_jax.finetune.tasks import resolve_init_from
+
+    monkeypatch.chdir(tmp_path)
+    assert resolve_init_from("auto") == ""
+    assert "training from scratch" in capsys.readouterr().out
+    (tmp_path / "workdirs" / "pretrain_demo" / "checkpoints" / "624").mkdir(parents=True)
+    assert resolve_init_from("auto") == str(tmp_path / "workdirs" / "pretrain_demo")
+    assert resolve_init_from("/weights/r3d18.pth") == "/weights/r3d18.pth" and resolve_init_from("") == ""
