@@ -24,6 +24,11 @@ def tiny_config(**overrides) -> ml_collections.ConfigDict:
     config.model.widths = (8, 8, 16, 16)
     config.data.image_size = 16
     config.optimizer.warmup_epochs = 0.0
+    return override(config, **overrides)
+
+
+def override(config: ml_collections.ConfigDict, **overrides) -> ml_collections.ConfigDict:
+    """Set dotted fields in place, e.g. override(config, **{"model.depth": 18}); returns the config."""
     for key, value in overrides.items():
         target = config
         *parents, leaf = key.split(".")

@@ -11,6 +11,7 @@ import nibabel as nib
 import numpy as np
 
 import configs.finetune_default
+from tests.fakes import override
 
 
 def tiny_finetune_config(task: str, data_path: str, cache_dir: str, **overrides) -> ml_collections.ConfigDict:
@@ -37,13 +38,7 @@ def tiny_finetune_config(task: str, data_path: str, cache_dir: str, **overrides)
         config.data.target_spacing = None
         config.data.crop_size = (12, 12, 12)
         config.data.max_shift = 2
-    for key, value in overrides.items():
-        target = config
-        *parents, leaf = key.split(".")
-        for p in parents:
-            target = target[p]
-        target[leaf] = value
-    return config
+    return override(config, **overrides)
 
 
 @contextlib.contextmanager
