@@ -52,7 +52,7 @@ def get_config(task: str = "segmentation") -> ml_collections.ConfigDict:
     config.data = _segmentation_data() if task == "segmentation" else _classification_data()
     config.data.train_fraction = 1.0  # label efficiency: a seeded (stratified) subset of the training data
     config.data.fraction_seed = 0
-    config.data.cache_dir = None  # preprocessed volumes; None = ~/.cache/vdt_jax/preprocessed
+    config.data.cache_dir = ml_collections.config_dict.placeholder(str)  # preprocessed volumes; unset: ~/.cache/vdt_jax/preprocessed
     config.data.num_workers = 0
     config.data.prefetch_buffer = 2
 
@@ -80,7 +80,7 @@ def get_config(task: str = "segmentation") -> ml_collections.ConfigDict:
 def _segmentation_data() -> ml_collections.ConfigDict:
     data = ml_collections.ConfigDict()
     data.synthetic = "segmentation"  # generated MSD-style dataset; set "" and data.path for real data
-    data.synthetic_root = None
+    data.synthetic_root = ml_collections.config_dict.placeholder(str)
     data.path = ""  # a dataset.json
     data.train_key = "training"
     data.eval_key = "validation"
@@ -103,7 +103,7 @@ def _segmentation_data() -> ml_collections.ConfigDict:
 def _classification_data() -> ml_collections.ConfigDict:
     data = ml_collections.ConfigDict()
     data.synthetic = "classification"  # generated nodule CTs + manifest.csv; "" and data.path for real data
-    data.synthetic_root = None
+    data.synthetic_root = ml_collections.config_dict.placeholder(str)
     data.path = ""  # a CSV or JSON manifest
     data.class_names = ("benign", "malignant")
     data.train_split = "train"
