@@ -16,11 +16,11 @@ from __future__ import annotations
 import os
 import time
 
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
 
 import configs.default
-from vdt_jax import distributed  # at import: defines the multi-process flags
+from vdt_jax import entrypoint  # at import: defines the multi-process flags
 from vdt_jax.train import loop, preemption, reporting
 from vdt_jax.train.tasks import VDTClassificationTask
 
@@ -35,19 +35,8 @@ flags.DEFINE_string("workdir", DEFAULT_WORKDIR, "Checkpoints, metrics and Tensor
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    if not flags.FLAGS["verbosity"].present:
-        logging.set_verbosity(logging.WARNING)  # Orbax and TFDS are chatty at INFO; --verbosity=0 restores it
-    if "://" in flags.FLAGS.workdir:
-        raise app.UsageError(
-            f"--workdir={flags.FLAGS.workdir}: use a filesystem path that every host sees (for a bucket, "
-            "a gcsfuse mount such as /gcs/<bucket>/<run>, see launch/tpu_install.sh), not a URL"
-        )
-    try:
-        distributed.initialize_from_flags()
-    except distributed.DistributedConfigError as error:
-        raise app.UsageError(str(error)) from error
+    workdir = entrypoint.start_run()
     config = flags.FLAGS.config
-    workdir = os.path.abspath(flags.FLAGS.workdir)
     start = time.perf_counter()
     metrics = loop.train_and_evaluate(config, workdir, VDTClassificationTask(config))
     _print_summary(metrics, workdir, time.perf_counter() - start)

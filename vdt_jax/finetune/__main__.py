@@ -17,7 +17,10 @@ from absl import app, flags
 from ml_collections import config_flags
 
 import configs.finetune_default
-from vdt_jax.train import loop, reporting
+from vdt_jax import entrypoint  # at import: defines the multi-process flags
+from vdt_jax.train import loop, preemption, reporting
+
+preemption.ignore_sigterm_in_data_workers(__name__)
 
 DEFAULT_WORKDIR = os.path.join("workdirs", "finetune_demo")
 
@@ -28,12 +31,10 @@ flags.DEFINE_string("workdir", DEFAULT_WORKDIR, "Checkpoints, metrics, predictio
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    from vdt_jax import distributed
     from vdt_jax.finetune.tasks import make_task
 
-    distributed.initialize()
+    workdir = entrypoint.start_run()
     config = flags.FLAGS.config
-    workdir = os.path.abspath(flags.FLAGS.workdir)
     start = time.perf_counter()
     task = make_task(config, output_dir=workdir)
     metrics = loop.train_and_evaluate(config, workdir, task)
