@@ -46,7 +46,7 @@ def get_config() -> ml_collections.ConfigDict:
     data.eval_key = "validation"
     data.target_spacing = (1.5, 1.5, 2.0)
     data.hu_window = (37.5, 425.0)  # [-175, 250] HU
-    data.normalize = None
+    data.normalize = "window"
     data.crop_size = (32, 256, 256)
     data.foreground_probability = 0.67
     data.samples_per_case = 4

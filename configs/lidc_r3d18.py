@@ -6,7 +6,7 @@
 
 The manifest lists nodule volumes (or pre-cut patches) with labels 0 = benign,
 1 = malignant, a split column and optionally the nodule centre x,y,z in world
-millimetres (see vdt_jax/finetune/datasets.py). Recipe (REFERENCE.md,
+millimetres (see vdt_jax/finetune/manifests.py). Recipe (REFERENCE.md,
 "Downstream recipes"): depth-strided ResNet-18 ("consistent with ACS"), 48^3
 crops with random centre shifts of +-5 voxels, random 90-degree rotations in the
 three planes and axis flips, intensity (x - 99) / 77, Adam lr 5e-4, weight decay
@@ -43,12 +43,13 @@ def get_config() -> ml_collections.ConfigDict:
     data.synthetic = ""
     data.path = ""  # required: the CSV/JSON manifest
     data.class_names = ("benign", "malignant")
-    data.target_spacing = None  # the patches are used at their own spacing
-    data.hu_window = None
-    data.normalize = (99.0, 77.0)
+    data.target_spacing = ()  # the patches are used at their own spacing
+    data.hu_window = ()
+    data.normalize = "fixed"
+    data.normalize_mean_std = (99.0, 77.0)
     data.crop_size = (48, 48, 48)
     data.max_shift = 5
-    data.rotate90 = True
+    data.rotate_planes = ((0, 1), (0, 2), (1, 2))
     data.flip_axes = (0, 1, 2)
     data.num_workers = 8
 

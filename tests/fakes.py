@@ -8,7 +8,8 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from vdt_jax.train.tasks import VDTClassificationTask, Task
+from vdt_jax.pretrain.vdt_classification import VDTClassificationTask
+from vdt_jax.train.task import Task
 
 
 def tiny_config(**overrides) -> ml_collections.ConfigDict:

@@ -35,7 +35,7 @@ def tiny_finetune_config(task: str, data_path: str, cache_dir: str, **overrides)
         config.eval.stride = (4, 6, 6)
         config.eval.figure_slices = 2
     else:
-        config.data.target_spacing = None
+        config.data.target_spacing = ()
         config.data.crop_size = (12, 12, 12)
         config.data.max_shift = 2
     return override(config, **overrides)

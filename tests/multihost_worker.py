@@ -1,4 +1,4 @@
-"""One process of a multi-process pre-training run, for tests/test_multihost.py and test_preemption.py.
+"""One process of a multi-process pre-training run, for tests/test_distributed.py and test_preemption.py.
 
     VDT_COORDINATOR_ADDRESS=127.0.0.1:PORT VDT_NUM_PROCESSES=2 VDT_PROCESS_ID=0 \
     XLA_FLAGS=--xla_force_host_platform_device_count=4 JAX_PLATFORMS=cpu \
@@ -70,8 +70,8 @@ def recording_task_class():
     """The pre-training task, reading through the pipeline's file-name-keeping loaders."""
     import jax
 
-    from vdt_jax.data import pipeline
-    from vdt_jax.train.tasks import VDTClassificationTask
+    from vdt_jax.data import images
+    from vdt_jax.pretrain.vdt_classification import VDTClassificationTask
 
     class RecordingTask(VDTClassificationTask):
         def __init__(self, config):
@@ -80,14 +80,14 @@ def recording_task_class():
             self.eval_names: list[str] = []
 
         def train_iterator(self, *, seed: int, per_process_batch: int):
-            loader = pipeline._train_loader(
+            loader = images.train_loader(
                 self.config.data, seed=seed, per_process_batch=per_process_batch,
                 process_index=jax.process_index(), process_count=jax.process_count(), keep_file_name=True,
             )  # fmt: skip
             return _RecordingIterator(iter(loader), self.train_names)
 
         def eval_batches(self, *, per_process_batch: int) -> Iterator[dict[str, np.ndarray]]:
-            batches = pipeline._eval_batches(
+            batches = images.eval_batches(
                 self.config.data, per_process_batch=per_process_batch,
                 process_index=jax.process_index(), process_count=jax.process_count(), keep_file_name=True,
             )  # fmt: skip

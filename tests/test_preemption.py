@@ -1,7 +1,7 @@
 """Preemption: SIGTERM mid-run -> one agreed checkpoint on every process, a clean exit, an exact resume.
 
 The main test runs two processes (2 x 4 CPU devices, `jax.distributed` on
-127.0.0.1) like tests/test_multihost.py, sends SIGTERM to process 1 only, and
+127.0.0.1) like tests/test_distributed.py, sends SIGTERM to process 1 only, and
 checks that both saved the same step and exited with status 0; then it runs
 the same command again and checks that training resumed from that step and
 that the data stream continued where it stopped on each process. The other
@@ -21,17 +21,18 @@ import pytest
 from tests import multihost_worker as worker
 from tests.fakes import ArrayTask, tiny_config
 from vdt_jax import checkpointing
-from vdt_jax.data import pipeline
-from vdt_jax.train import loop, mesh as mesh_lib, preemption
+from vdt_jax.data import images
+from vdt_jax.train import loop, preemption
+from vdt_jax.train import mesh as mesh_lib
 
-STEPS = 8  # the same programs as tests/test_multihost.py: compiled once, cached
+STEPS = 8  # the same programs as tests/test_distributed.py: compiled once, cached
 RUN = {"model.conv_impl": "conv3d", "checkpoint_every_steps": 100}  # no periodic save near the agreed step
 
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
     directory = tmp_path_factory.mktemp("tfds")
-    pipeline.prepare_dataset(worker.tiny_pretrain_config(directory, STEPS).data)
+    images.prepare_dataset(worker.tiny_pretrain_config(directory, STEPS).data)
     return directory
 
 
@@ -85,7 +86,7 @@ def test_sigterm_on_one_process_saves_an_agreed_step_on_all_and_the_rerun_resume
 def _stream(data_dir, process_index: int, steps: int) -> list[str]:
     """The file names process `process_index` of 2 reads in `steps` uninterrupted steps."""
     config = worker.tiny_pretrain_config(data_dir, steps)
-    loader = pipeline._train_loader(
+    loader = images.train_loader(
         config.data, seed=config.seed, per_process_batch=8, process_index=process_index, process_count=2,
         keep_file_name=True,
     )  # fmt: skip

@@ -56,7 +56,7 @@ class DistributedConfigError(ValueError):
 
 
 @dataclasses.dataclass(frozen=True)
-class Plan:
+class StartupPlan:
     """What `initialize` will do, and why (for the start-up log line)."""
 
     call_jax: bool
@@ -76,7 +76,7 @@ def plan(
     *,
     environ: Mapping[str, str] | None = None,
     on_cloud_tpu: bool | None = None,
-) -> Plan:
+) -> StartupPlan:
     """Decides how this process starts; arguments win over the VDT_* environment variables.
 
     Args:
@@ -103,19 +103,19 @@ def plan(
     if mode == "off":
         if given:
             raise DistributedConfigError(f"--distributed=off contradicts the settings given: {_names(given)}")
-        return Plan(False, "--distributed=off")
+        return StartupPlan(False, "--distributed=off")
     if given:
         return _explicit_plan(mode, explicit, devices, given)
     if mode == "on":
-        return Plan(True, "--distributed=on: JAX detects the cluster", local_device_ids=devices)
+        return StartupPlan(True, "--distributed=on: JAX detects the cluster", local_device_ids=devices)
     if _is_slurm_multi_task(env):
-        return Plan(True, f"SLURM job step with {env['SLURM_NTASKS']} tasks", local_device_ids=devices)
+        return StartupPlan(True, f"SLURM job step with {env['SLURM_NTASKS']} tasks", local_device_ids=devices)
     if _on_cloud_tpu_vm() if on_cloud_tpu is None else on_cloud_tpu:
-        return Plan(True, "Cloud TPU VM: JAX asks the metadata server for the workers", local_device_ids=devices)
-    return Plan(False, "single process")
+        return StartupPlan(True, "Cloud TPU VM: JAX asks the metadata server for the workers", local_device_ids=devices)
+    return StartupPlan(False, "single process")
 
 
-def _explicit_plan(mode: str, explicit: dict, devices, given: list[str]) -> Plan:
+def _explicit_plan(mode: str, explicit: dict, devices, given: list[str]) -> StartupPlan:
     missing = [k for k, v in explicit.items() if v is None]
     if missing and mode != "on":
         raise DistributedConfigError(
@@ -130,10 +130,10 @@ def _explicit_plan(mode: str, explicit: dict, devices, given: list[str]) -> Plan
         raise DistributedConfigError(f"num_processes must be >= 1, got {count}")
     if count is not None and index is not None and not 0 <= index < count:
         raise DistributedConfigError(f"process_id must be in [0, num_processes={count}), got {index}")
-    return Plan(True, f"explicit: process {index} of {count}, coordinator {address}", address, count, index, devices)
+    return StartupPlan(True, f"explicit: process {index} of {count}, coordinator {address}", address, count, index, devices)
 
 
-def initialize(**settings) -> Plan:
+def initialize(**settings) -> StartupPlan:
     """Joins the multi-controller runtime if `plan(**settings)` says so; call before any JAX computation.
 
     Returns:
@@ -159,7 +159,7 @@ def initialize(**settings) -> Plan:
     return decided
 
 
-def initialize_from_flags() -> Plan:
+def initialize_from_flags() -> StartupPlan:
     """`initialize` with the --distributed, --coordinator_address, ... command-line flags."""
     values = flags.FLAGS
     return initialize(

@@ -6,7 +6,7 @@ r"""Export a vdt-jax checkpoint's ResNet as a PyTorch state dict.
 Restores the model variables and model config of the workdir's Orbax checkpoint
 (the latest step unless --step), writes `--out` (.pth needs torch, .safetensors
 does not) and prints the MONAI code that builds the matching PyTorch model and
-loads the file with strict=True. The conversion itself is `vdt_jax.torch_weights`.
+loads the file with strict=True. The conversion itself is `vdt_jax.weights`.
 """
 
 from __future__ import annotations
@@ -19,12 +19,14 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from absl import app, flags
 
-from vdt_jax import checkpointing, torch_weights
+from vdt_jax import checkpointing
+from vdt_jax.weights import files, monai_code
+from vdt_jax.weights.keys import KEY_STYLES
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Pre-training or fine-tuning workdir holding Orbax checkpoints.")
 _OUT = flags.DEFINE_string("out", None, "Output file: .pth/.pt (torch.save) or .safetensors.")
 _STEP = flags.DEFINE_integer("step", None, "Checkpoint step to export; the latest when unset.")
-_KEYS = flags.DEFINE_enum("keys", "plain", torch_weights.KEY_STYLES, "Key style of the state dict.")
+_KEYS = flags.DEFINE_enum("keys", "plain", KEY_STYLES, "Key style of the state dict.")
 _BACKBONE_ONLY = flags.DEFINE_bool("backbone_only", False, "Drop the classifier (fc.*).")
 _DOWNSAMPLE_BIAS = flags.DEFINE_bool(
     "downsample_bias", False, "Add zero shortcut-conv biases, for MONAI's default bias_downsample=True."
@@ -61,7 +63,7 @@ def export(
 ) -> ExportResult:
     """Write the model of `workdir`'s checkpoint (at `step`, default the latest) to `out`."""
     variables, config = checkpointing.load_variables(os.path.abspath(workdir), step)
-    state = torch_weights.export_torch_weights(
+    state = files.export_torch_weights(
         variables, out, keys=keys, backbone_only=backbone_only, downsample_bias=downsample_bias
     )
     params = variables["params"]
@@ -85,19 +87,19 @@ def export(
 def _matching_monai_code(
     params: Mapping, model_config, num_classes: int | None, keys: str, downsample_bias: bool, out: str
 ) -> str:
-    """`torch_weights.monai_code` for the exported model, or why MONAI has none."""
+    """`monai_code.monai_code` for the exported model, or why MONAI has none."""
     stem = tuple(int(n) for n in params["conv1"]["kernel"].shape[:3])
     try:
-        return torch_weights.monai_code(
+        return monai_code.monai_code(
             int(model_config.depth),
             num_classes=num_classes,
             in_channels=int(params["conv1"]["kernel"].shape[3]),
             stem_kernel=stem[0] if len(set(stem)) == 1 else stem,
-            stem_stride=bool(model_config.get("stem_stride", True)),
-            depth_stride=bool(model_config.get("depth_stride", False)),
-            stage_strides=tuple(model_config.get("stage_strides", (1, 2, 2, 2))),
-            widths=tuple(model_config.get("widths", (64, 128, 256, 512))),
-            norm=model_config.get("norm", "batch"),
+            stem_stride=bool(model_config.stem_stride),
+            depth_stride=bool(model_config.depth_stride),
+            stage_strides=tuple(model_config.stage_strides),
+            widths=tuple(model_config.widths),
+            norm=model_config.norm,
             downsample_bias=downsample_bias,
             keys=keys,
             path=out,

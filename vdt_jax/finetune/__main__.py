@@ -11,34 +11,26 @@ Running the same command again resumes from the newest checkpoint in the workdir
 from __future__ import annotations
 
 import os
-import time
 
-from absl import app, flags
-from ml_collections import config_flags
+from absl import app
 
 import configs.finetune_default
 from vdt_jax import entrypoint  # at import: defines the multi-process flags
-from vdt_jax.train import loop, preemption, reporting
+from vdt_jax.train import preemption, reporting
 
 preemption.ignore_sigterm_in_data_workers(__name__)
 
 DEFAULT_WORKDIR = os.path.join("workdirs", "finetune_demo")
 
-config_flags.DEFINE_config_file("config", configs.finetune_default.__file__, "Path to an ml_collections config file.")
-flags.DEFINE_string("workdir", DEFAULT_WORKDIR, "Checkpoints, metrics, predictions and figures go here.")
+entrypoint.define_run_flags(
+    configs.finetune_default.__file__, DEFAULT_WORKDIR, "Checkpoints, metrics, predictions and figures go here."
+)
 
 
 def main(argv: list[str]) -> None:
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    from vdt_jax.finetune.tasks import make_task
+    from vdt_jax.finetune import make_task
 
-    workdir = entrypoint.start_run()
-    config = flags.FLAGS.config
-    start = time.perf_counter()
-    task = make_task(config, output_dir=workdir)
-    metrics = loop.train_and_evaluate(config, workdir, task)
-    print_summary(config, metrics, workdir, time.perf_counter() - start)
+    entrypoint.train_main(argv, lambda config, workdir: make_task(config, output_dir=workdir), print_summary)
 
 
 def print_summary(config, metrics: dict, workdir: str, seconds: float) -> None:

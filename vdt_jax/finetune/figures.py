@@ -7,7 +7,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from vdt_jax.finetune.nifti import atomic_write
+from vdt_jax.atomic import atomic_write
 
 # Class colours (background has none); tab10-like.
 PALETTE = np.array(

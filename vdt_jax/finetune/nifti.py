@@ -17,9 +17,8 @@ viewer.
 
 Intensities: the header's scl_slope/scl_inter are applied (CT stored as int16
 with an offset becomes Hounsfield units), then an optional HU window (clip),
-then a normalisation: (x - mean) / std with fixed numbers (CT), "zscore" per
-volume (MRI), or, with a window and no normalisation, the window mapped to
-[0, 1].
+then a normalisation: the window mapped to [0, 1] ("window"), (x - mean) / std
+with fixed numbers ("fixed", CT), "zscore" per volume (MRI), or "none".
 
 Every check raises `NiftiError` naming the file: missing files, wrong number
 of dimensions (3D, or 4D whose 4th axis holds the declared channels, e.g. a
@@ -31,7 +30,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tempfile
 from typing import Any, Sequence
 
 import nibabel as nib
@@ -39,12 +37,15 @@ import numpy as np
 from nibabel import orientations
 from scipy import ndimage
 
+from vdt_jax.atomic import atomic_write
+from vdt_jax.errors import UserError
+
 # Canonical (x, y, z) -> model (D, H, W) = (z, y, x).
 _TO_MODEL = (2, 1, 0)
 NIFTI_EXTENSIONS = (".nii", ".nii.gz")
 
 
-class NiftiError(ValueError):
+class NiftiError(UserError, ValueError):
     """A NIfTI file that cannot be used as it is; the message names the file."""
 
 
@@ -107,33 +108,40 @@ class Geometry:
         )
 
 
+NORMALIZATIONS = ("window", "fixed", "zscore", "none")
+
+
 @dataclasses.dataclass(frozen=True)
 class Intensity:
     """How voxel values become network inputs (see the module docstring).
 
     Attributes:
       hu_window: (centre, width) to clip to, or None.
-      normalize: (mean, std), "zscore", or None.
+      normalize: "window" (the window maps to [0, 1]), "fixed" ((x - mean) / std
+        with `mean_std`), "zscore" (per volume and channel) or "none".
+      mean_std: (mean, std) for "fixed".
     """
 
     hu_window: tuple[float, float] | None = None
-    normalize: tuple[float, float] | str | None = None
+    normalize: str = "none"
+    mean_std: tuple[float, float] | None = None
 
     @classmethod
     def from_config(cls, config: Any) -> "Intensity":
-        window = config.get("hu_window")
-        normalize = config.get("normalize")
-        if normalize is not None and not isinstance(normalize, str):
-            normalize = tuple(float(v) for v in normalize)
-            if len(normalize) != 2 or normalize[1] <= 0:
-                raise ValueError(f"data.normalize must be (mean, std>0), 'zscore' or None; got {config.normalize!r}")
-        elif isinstance(normalize, str) and normalize != "zscore":
-            raise ValueError(f"data.normalize must be (mean, std), 'zscore' or None; got {normalize!r}")
-        if window is not None:
-            window = (float(window[0]), float(window[1]))
-            if window[1] <= 0:
-                raise ValueError(f"data.hu_window must be (centre, width>0); got {tuple(config.hu_window)}")
-        return cls(window, normalize)
+        """From data.hu_window (() for none), data.normalize and data.normalize_mean_std."""
+        window = tuple(float(v) for v in config.hu_window) or None
+        if window is not None and (len(window) != 2 or window[1] <= 0):
+            raise ValueError(f"data.hu_window must be () or (centre, width>0); got {tuple(config.hu_window)}")
+        if config.normalize not in NORMALIZATIONS:
+            raise ValueError(f"data.normalize must be one of {NORMALIZATIONS}; got {config.normalize!r}")
+        if config.normalize == "window" and window is None:
+            raise ValueError('data.normalize="window" maps data.hu_window to [0, 1]: set data.hu_window=(centre, width)')
+        mean_std = None
+        if config.normalize == "fixed":
+            mean_std = tuple(float(v) for v in config.normalize_mean_std)
+            if len(mean_std) != 2 or mean_std[1] <= 0:
+                raise ValueError(f"data.normalize_mean_std must be (mean, std>0); got {config.normalize_mean_std!r}")
+        return cls(window, config.normalize, mean_std)
 
     def apply(self, data: np.ndarray) -> np.ndarray:
         data = data.astype(np.float32, copy=True)
@@ -145,10 +153,10 @@ class Intensity:
             mean = data.mean(axis=(0, 1, 2), keepdims=True)
             std = np.maximum(data.std(axis=(0, 1, 2), keepdims=True), 1e-6)
             return (data - mean) / std
-        if self.normalize is not None:
-            mean, std = self.normalize
+        if self.normalize == "fixed":
+            mean, std = self.mean_std
             return (data - mean) / std
-        if self.hu_window is not None:
+        if self.normalize == "window":
             return (data - low) / (high - low)
         return data
 
@@ -362,22 +370,6 @@ def save_label(path: str, label: np.ndarray, geometry: Geometry) -> None:
     image.set_qform(*source.get_qform(coded=True))
     image.set_sform(*source.get_sform(coded=True))
     atomic_write(path, lambda tmp: nib.save(image, tmp))
-
-
-def atomic_write(path: str, write) -> None:
-    """Call `write(tmp_path)` then rename onto `path`; the temporary keeps `path`'s extensions."""
-    directory = os.path.dirname(os.path.abspath(path)) or "."
-    os.makedirs(directory, exist_ok=True)
-    base = os.path.basename(path)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix="-" + base, dir=directory)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def world_to_model_index(world_xyz: Sequence[float], geometry: Geometry) -> np.ndarray:

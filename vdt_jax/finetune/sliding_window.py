@@ -14,7 +14,7 @@ reproduced bit for bit, seams included, which the tests check.
 
 `sliding_window_inference` runs the whole thing with any `predict` function;
 the segmentation task feeds the same windows through the sharded eval step
-(`SegmentationTask.eval_batches` / `evaluate`).
+(`vdt_jax.finetune.segmentation`).
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def window_weights(window: Sequence[int], weighting: str) -> np.ndarray:
 
 
 @dataclasses.dataclass(frozen=True)
-class Plan:
+class WindowPlan:
     """Where the windows of one volume go.
 
     Attributes:
@@ -82,7 +82,7 @@ class Plan:
         return crop(volume, np.asarray(start) - np.asarray(self.offset), self.window, pad_value).astype(np.float32)
 
 
-def plan(shape: Sequence[int], window: Sequence[int], stride: Sequence[int]) -> Plan:
+def plan(shape: Sequence[int], window: Sequence[int], stride: Sequence[int]) -> WindowPlan:
     shape = tuple(int(s) for s in shape[:3])
     window = tuple(int(w) for w in window)
     if len(window) != 3 or len(stride) != 3:
@@ -90,13 +90,13 @@ def plan(shape: Sequence[int], window: Sequence[int], stride: Sequence[int]) -> 
     padded = tuple(max(s, w) for s, w in zip(shape, window))
     offset = tuple((p - s) // 2 for p, s in zip(padded, shape))
     starts = tuple(itertools.product(*(window_starts(n, w, int(s)) for n, w, s in zip(padded, window, stride))))
-    return Plan(shape, window, offset, starts)  # type: ignore[arg-type]
+    return WindowPlan(shape, window, offset, starts)  # type: ignore[arg-type]
 
 
 class Stitcher:
     """Weighted average of overlapping window outputs over one volume."""
 
-    def __init__(self, plan: Plan, weighting: str = "gaussian"):
+    def __init__(self, plan: WindowPlan, weighting: str = "gaussian"):
         self.plan = plan
         self.weights = window_weights(plan.window, weighting)
         self.total: np.ndarray | None = None

@@ -31,6 +31,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 import configs.finetune_default
+from vdt_jax.atomic import write_text_atomic
 from vdt_jax.train import reporting
 
 config_flags.DEFINE_config_file(
@@ -51,7 +52,7 @@ def run_name(fraction: float, init: str, seed: int) -> str:
 
 def run_one(config, workdir: str) -> dict:
     """One fine-tuning run, or its stored result when it already finished."""
-    from vdt_jax.finetune.tasks import make_task
+    from vdt_jax.finetune import make_task
     from vdt_jax.train import loop
 
     result_path = os.path.join(workdir, "result.json")
@@ -61,9 +62,7 @@ def run_one(config, workdir: str) -> dict:
     start = time.perf_counter()
     metrics = loop.train_and_evaluate(config, workdir, make_task(config, output_dir=workdir))
     result = {"metrics": metrics, "seconds": time.perf_counter() - start, "train_fraction": config.data.train_fraction}
-    with open(result_path + ".tmp", "w") as f:
-        json.dump(result, f, indent=2)
-    os.replace(result_path + ".tmp", result_path)
+    write_text_atomic(result_path, json.dumps(result, indent=2))
     return result
 
 
@@ -97,14 +96,14 @@ def summarise(rows: list[dict]) -> dict[str, list[tuple[float, float, float]]]:
 
 
 def write_outputs(rows: list[dict], sweep_dir: str, metric: str, title: str) -> dict[str, str]:
-    from vdt_jax.finetune import figures, nifti
+    from vdt_jax.finetune import figures
 
     series = summarise(rows)
     paths = {name: os.path.join(sweep_dir, name) for name in ("results.csv", "results.md", "label_efficiency.png")}
     csv_text = "fraction,init,seed,{},seconds,workdir\n".format(metric) + "".join(
         f"{r['fraction']:g},{r['init']},{r['seed']},{r['value']:.4f},{r['seconds']:.0f},{r['workdir']}\n" for r in rows
     )
-    nifti.atomic_write(paths["results.csv"], lambda tmp: open(tmp, "w").write(csv_text))
+    write_text_atomic(paths["results.csv"], csv_text)
     seeds = len({r["seed"] for r in rows})
     lines = [
         f"# {title}", "",
@@ -114,7 +113,7 @@ def write_outputs(rows: list[dict], sweep_dir: str, metric: str, title: str) -> 
     for (fraction, p_mean, p_std), (_, s_mean, s_std) in zip(series["pretrained"], series["scratch"]):
         lines.append(f"| {fraction:g} | {p_mean:.4f} +- {p_std:.4f} | {s_mean:.4f} +- {s_std:.4f} | {p_mean - s_mean:+.4f} |")
     md_text = "\n".join(lines) + "\n"
-    nifti.atomic_write(paths["results.md"], lambda tmp: open(tmp, "w").write(md_text))
+    write_text_atomic(paths["results.md"], md_text)
     figures.label_efficiency_plot(paths["label_efficiency.png"], series, metric=metric, title=title)
     print("\n" + md_text)
     return paths
@@ -125,7 +124,7 @@ def main(argv: list[str]) -> None:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     import jax
 
-    from vdt_jax.finetune.tasks import resolve_init_from
+    from vdt_jax.finetune.base import resolve_init_from
 
     FLAGS = flags.FLAGS
     config = FLAGS.config

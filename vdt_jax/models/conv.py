@@ -13,7 +13,7 @@ Implementations:
                 convolutions, with depth folded into the batch axis. XLA:CPU
                 runs 2D convolutions much faster than 3D ones, and the volumes of
                 VDT pre-training have depth 3, so this is the CPU choice (see
-                `python -m vdt_jax.benchmarks.conv`). Taps that only ever read
+                `python -m vdt_jax.benchmarks.conv_speed`). Taps that only ever read
                 zero padding are skipped.
 """
 

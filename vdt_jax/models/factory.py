@@ -18,7 +18,7 @@ def compute_dtype(name: str):
 
 
 def build_model(model_config: ml_collections.ConfigDict, num_classes: int | None) -> ResNet3D:
-    """The 3D ResNet described by `model_config` (see configs/default.py for the fields).
+    """The 3D ResNet described by `model_config` (configs/default.py: `model_config()` lists the fields).
 
     Args:
       model_config: depth, widths, stem_stride, depth_stride, stage_strides,
@@ -28,11 +28,11 @@ def build_model(model_config: ml_collections.ConfigDict, num_classes: int | None
     return resnet3d(
         int(model_config.depth),
         num_classes=num_classes,
-        widths=tuple(model_config.get("widths", (64, 128, 256, 512))),
-        stem_stride=bool(model_config.get("stem_stride", True)),
-        depth_stride=bool(model_config.get("depth_stride", False)),
-        stage_strides=tuple(model_config.get("stage_strides", (1, 2, 2, 2))),
-        norm=model_config.get("norm", "batch"),
-        conv_impl=model_config.get("conv_impl", "conv3d"),
-        dtype=compute_dtype(model_config.get("dtype", "float32")),
+        widths=tuple(model_config.widths),
+        stem_stride=bool(model_config.stem_stride),
+        depth_stride=bool(model_config.depth_stride),
+        stage_strides=tuple(model_config.stage_strides),
+        norm=model_config.norm,
+        conv_impl=model_config.conv_impl,
+        dtype=compute_dtype(model_config.dtype),
     )

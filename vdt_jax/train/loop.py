@@ -23,8 +23,10 @@ import numpy as np
 
 from vdt_jax import checkpointing
 from vdt_jax.train import mesh as mesh_lib
-from vdt_jax.train import optim, preemption, reporting, state as state_lib, step as step_lib
-from vdt_jax.train.tasks import Task
+from vdt_jax.train import optim, preemption, reporting
+from vdt_jax.train import state as state_lib
+from vdt_jax.train import step as step_lib
+from vdt_jax.train.task import Task
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -43,11 +45,9 @@ class Schedule:
 
 def make_run_schedule(config: ml_collections.ConfigDict, num_train_examples: int) -> Schedule:
     steps_per_epoch = max(num_train_examples // config.batch_size, 1)
-    total = config.get("num_train_steps", -1)
-    total = total if total and total > 0 else int(math.ceil(config.num_epochs * steps_per_epoch))
-    eval_every = config.get("eval_every_steps", -1)
-    eval_every = eval_every if eval_every and eval_every > 0 else steps_per_epoch
-    return Schedule(steps_per_epoch, total, eval_every, max(config.get("log_every_steps", 50), 1))
+    total = config.num_train_steps if config.num_train_steps > 0 else int(math.ceil(config.num_epochs * steps_per_epoch))
+    eval_every = config.eval_every_steps if config.eval_every_steps > 0 else steps_per_epoch
+    return Schedule(steps_per_epoch, total, eval_every, max(config.log_every_steps, 1))
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, task: Task) -> dict[str, Any]:
@@ -56,7 +56,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, task: Ta
     Args:
       config: the run's config (see configs/default.py).
       workdir: checkpoints, metrics.jsonl, TensorBoard events and config.json go here.
-      task: the model, data, loss and evaluation (`vdt_jax.train.tasks`).
+      task: the model, data, loss and evaluation (`vdt_jax.train.task`).
     """
     workdir = os.path.abspath(workdir)
     os.makedirs(workdir, exist_ok=True)
@@ -74,7 +74,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, task: Ta
     state = state_lib.create_train_state(model, tx, task.example_inputs(), init_rng, mesh)
     train_iter = task.train_iterator(seed=config.seed, per_process_batch=per_process_batch)
     ckpt = checkpointing.Checkpointer(
-        workdir, every_steps=config.checkpoint_every_steps, keep=config.get("keep_checkpoints", 3)
+        workdir, every_steps=config.checkpoint_every_steps, keep=config.keep_checkpoints
     )
     reporter = reporting.Reporter(workdir, total_steps=run.total_steps, global_batch=config.batch_size)
     state = _resume_or_start(state, task, train_iter, ckpt, reporter, config, workdir, tx, mesh)

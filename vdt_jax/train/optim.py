@@ -11,17 +11,17 @@ import optax
 
 def learning_rate(config: ml_collections.ConfigDict, batch_size: int) -> float:
     """Peak learning rate: `base_lr` is per 256 examples and scales linearly (Goyal et al.)."""
-    if config.get("scale_lr_by_batch", True):
+    if config.scale_lr_by_batch:
         return config.base_lr * batch_size / 256.0
     return config.base_lr
 
 
 def make_schedule(config: ml_collections.ConfigDict, *, peak_lr: float, total_steps: int, steps_per_epoch: int) -> optax.Schedule:
     """Linear warmup, then "cosine" (to 0), "constant", "step" (x0.1 at `decay_epochs`) or "poly" decay."""
-    warmup = int(config.get("warmup_epochs", 0) * steps_per_epoch)
+    warmup = int(config.warmup_epochs * steps_per_epoch)
     warmup = min(warmup, max(total_steps - 1, 0))
     rest = max(total_steps - warmup, 1)
-    kind = config.get("schedule", "cosine")
+    kind = config.schedule
     if kind == "cosine":
         main = optax.cosine_decay_schedule(peak_lr, rest)
     elif kind == "constant":
@@ -30,7 +30,7 @@ def make_schedule(config: ml_collections.ConfigDict, *, peak_lr: float, total_st
         boundaries = {int(e * steps_per_epoch) - warmup: 0.1 for e in config.decay_epochs}
         main = optax.piecewise_constant_schedule(peak_lr, {b: s for b, s in boundaries.items() if b > 0})
     elif kind == "poly":
-        main = optax.polynomial_schedule(peak_lr, 0.0, config.get("poly_power", 0.9), rest)
+        main = optax.polynomial_schedule(peak_lr, 0.0, config.poly_power, rest)
     else:
         raise ValueError(f"unknown optimizer.schedule {kind!r}; expected cosine, constant, step or poly")
     if warmup == 0:
@@ -60,10 +60,10 @@ def make_optimizer(
 
 
 def _base_optimizer(config: ml_collections.ConfigDict, schedule: optax.Schedule) -> optax.GradientTransformation:
-    name = config.get("name", "sgd")
-    decay = optax.add_decayed_weights(config.weight_decay) if config.get("weight_decay", 0.0) else optax.identity()
+    name = config.name
+    decay = optax.add_decayed_weights(config.weight_decay) if config.weight_decay else optax.identity()
     if name == "sgd":
-        base = optax.sgd(schedule, momentum=config.get("momentum", 0.9), nesterov=config.get("nesterov", False))
+        base = optax.sgd(schedule, momentum=config.momentum, nesterov=config.nesterov)
     elif name == "adam":
         base = optax.adam(schedule)
     elif name == "adamw":

@@ -1,0 +1,89 @@
+"""Tests of vdt_jax.finetune.classification: the task end to end on tiny generated NIfTI files."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import nibabel as nib
+import numpy as np
+import pytest
+
+from tests.finetune_fakes import persistent_compilation_cache, tiny_finetune_config
+from vdt_jax import checkpointing
+from vdt_jax.finetune import augment, make_task, metrics, nifti, synthetic
+from vdt_jax.train import loop
+
+
+@pytest.fixture(scope="module")
+def manifest(tmp_path_factory):
+    folder = str(tmp_path_factory.mktemp("nodules"))
+    synthetic.write_classification_dataset(folder, num_train=8, num_val=6, shape=(20, 20, 14), seed=5)
+    return os.path.join(folder, "manifest.csv")
+
+
+@pytest.fixture(scope="module")
+def trained(manifest, tmp_path_factory):
+    """4 steps, then a resumed run to 6; returns (workdir, first metrics, final metrics, final task)."""
+    workdir = str(tmp_path_factory.mktemp("cls_run"))
+    cache = str(tmp_path_factory.mktemp("cache"))
+    with persistent_compilation_cache(str(tmp_path_factory.mktemp("xla"))):
+        config = tiny_finetune_config("classification", manifest, cache)
+        first = loop.train_and_evaluate(config, workdir, make_task(config, workdir))
+        config = tiny_finetune_config("classification", manifest, cache, num_train_steps=6)
+        task = make_task(config, workdir)
+        final = loop.train_and_evaluate(config, workdir, task)
+    return workdir, first, final, task
+
+
+def test_metrics_match_a_recomputation_from_the_checkpoint(trained):
+    workdir, first, final, task = trained
+    assert first["num_examples"] == final["num_examples"] == 6
+    confusion = [v for k, v in final.items() if k.startswith("confusion/")]
+    assert len(confusion) == 4 and sum(confusion) == 6
+    variables, _ = checkpointing.load_variables(workdir)
+    crops = [augment.CentredCrop(task.config.data.crop_size).map(task.eval_source[i]) for i in range(6)]
+    images = jnp.asarray(np.stack([c["image"] for c in crops]))
+    labels = np.array([c["label"] for c in crops])
+    probs = np.asarray(jax.nn.softmax(task.build_model().apply(variables, images, train=False)))
+    assert final["accuracy"] == pytest.approx(np.mean(probs.argmax(-1) == labels), abs=1e-6)
+    assert final["auc"] == pytest.approx(metrics.binary_auc(probs[:, 1], labels == 1), abs=1e-5)
+    rows = list(csv.DictReader(open(os.path.join(workdir, "eval_predictions.csv"))))
+    assert [int(r["label"]) for r in rows] == labels.tolist()  # manifest order
+    np.testing.assert_allclose([float(r["p_malignant"]) for r in rows], probs[:, 1], atol=1e-5)
+    summary = json.load(open(os.path.join(workdir, "eval_metrics.json")))
+    assert np.sum(summary["confusion_matrix"]["counts"]) == 6
+
+
+def test_resume_continues_from_the_checkpoint(trained):
+    workdir = trained[0]
+    steps = [json.loads(line)["step"] for line in open(os.path.join(workdir, "metrics.jsonl")) if '"train"' in line]
+    assert steps == [2, 4, 6]
+
+
+def test_missing_or_broken_volumes_name_the_manifest_row(manifest, tmp_path):
+    rows = list(csv.DictReader(open(manifest)))
+    folder = os.path.dirname(manifest)
+    for row in rows:
+        row["image"] = os.path.join(folder, row["image"])
+    rows[3]["image"] = str(tmp_path / "gone.nii.gz")
+    path = tmp_path / "manifest.csv"
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    config = tiny_finetune_config("classification", str(path), str(tmp_path / "cache"))
+    with pytest.raises(nifti.NiftiError, match=r"manifest.csv line 5: .*gone.nii.gz: NIfTI file not found"):
+        make_task(config)
+    nan = np.full((6, 6, 6), np.nan, np.float32)
+    nib.save(nib.Nifti1Image(nan, np.eye(4)), tmp_path / "nan.nii.gz")
+    rows[3]["image"] = str(tmp_path / "nan.nii.gz")
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    with pytest.raises(nifti.NiftiError, match=r"manifest.csv line 5: .*nan.nii.gz: 216 voxel\(s\) are NaN"):
+        make_task(config)

@@ -1,0 +1,130 @@
+"""Tests of vdt_jax.finetune.segmentation: the task end to end on tiny generated NIfTI files."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import nibabel as nib
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.finetune_fakes import (
+    file_stem,
+    persistent_compilation_cache,
+    tiny_finetune_config,
+    write_lps_twin,
+)
+from vdt_jax.finetune import make_task, metrics, nifti, synthetic
+from vdt_jax.finetune.segmentation import SegmentationTask
+from vdt_jax.train import loop
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    """4 training cases and 2 evaluation cases: one RAS scan and its LPS twin."""
+    folder = str(tmp_path_factory.mktemp("msd"))
+    synthetic.write_segmentation_dataset(folder, num_train=4, num_val=1, shape=(24, 24, 10), seed=3)
+    path = os.path.join(folder, "dataset.json")
+    with open(path) as f:
+        data = json.load(f)
+    ras = data["validation"][0]
+    assert "".join(nib.aff2axcodes(nib.load(os.path.join(folder, ras["image"])).affine)) == "RAS"
+    for key in ("image", "label"):
+        write_lps_twin(os.path.join(folder, ras[key]), os.path.join(folder, ras[key].replace("case_004", "twin_lps")))
+    data["validation"].append({k: v.replace("case_004", "twin_lps") for k, v in ras.items()})
+    with open(path, "w") as f:
+        json.dump(data, f)
+    return path
+
+
+@pytest.fixture(scope="module")
+def trained(dataset, tmp_path_factory):
+    """4 steps, then a resumed run to 6; returns (workdir, final metrics, stitched probabilities per case, log)."""
+    workdir = str(tmp_path_factory.mktemp("seg_run"))
+    cache = str(tmp_path_factory.mktemp("cache"))
+    captured = {}
+    original = SegmentationTask._finish_case
+
+    def capture(self, case, probs):
+        captured[case] = probs
+        return original(self, case, probs)
+
+    SegmentationTask._finish_case = capture
+    try:
+        with persistent_compilation_cache(str(tmp_path_factory.mktemp("xla"))):
+            config = tiny_finetune_config("segmentation", dataset, cache)
+            first = loop.train_and_evaluate(config, workdir, make_task(config, workdir))
+            config = tiny_finetune_config("segmentation", dataset, cache, num_train_steps=6)
+            final = loop.train_and_evaluate(config, workdir, make_task(config, workdir))
+    finally:
+        SegmentationTask._finish_case = original
+    return workdir, first, final, captured
+
+
+def test_train_evaluate_and_write_predictions(dataset, trained):
+    workdir, first, final, _ = trained
+    assert first["num_examples"] == 2 and set(first) == {"num_examples", "dice/organ", "dice/lesion", "mean_dice"}
+    with open(dataset) as f:
+        cases = json.load(f)["validation"]
+    folder = os.path.dirname(dataset)
+    table = {row.split(",")[0]: row.split(",") for row in open(os.path.join(workdir, "predictions", "dice.csv")).read().splitlines()[1:]}
+    organ_dice = []
+    for case in cases:
+        source = nib.load(os.path.join(folder, case["image"]))
+        written = nib.load(os.path.join(workdir, "predictions", file_stem(case["image"]) + ".nii.gz"))
+        assert written.shape == source.shape
+        np.testing.assert_array_equal(written.affine, source.affine)
+        # The reported Dice is the Dice of the written file against the label file.
+        truth = np.asarray(nib.load(os.path.join(folder, case["label"])).dataobj)
+        dice = metrics.dice_per_class(np.asarray(written.dataobj), truth, 3)
+        assert float(table[file_stem(case["image"])][2]) == pytest.approx(dice[1], abs=1e-4)
+        organ_dice.append(dice[1])
+        with Image.open(os.path.join(workdir, "predictions", file_stem(case["image"]) + ".png")) as png:
+            assert png.width > 100 and png.height > 100
+    assert final["dice/organ"] == pytest.approx(np.nanmean(organ_dice), abs=1e-6)
+    assert sorted(os.listdir(os.path.join(workdir, "predictions"))) == sorted(
+        [file_stem(c["image"]) + ext for c in cases for ext in (".nii.gz", ".png")] + ["dice.csv"]
+    )
+    assert "random" in open(os.path.join(workdir, "init_report.txt")).read()
+
+
+def test_resume_continues_from_the_checkpoint(trained):
+    workdir = trained[0]
+    steps = [json.loads(line)["step"] for line in open(os.path.join(workdir, "metrics.jsonl")) if '"train"' in line]
+    assert steps == [2, 4, 6]  # the second run started at step 4, not from scratch
+    assert sorted(int(s) for s in os.listdir(os.path.join(workdir, "checkpoints")) if s.isdigit())[-1] == 6
+
+
+def test_lps_file_gets_the_same_prediction_as_its_ras_twin(dataset, trained):
+    workdir, _, _, probs = trained
+    np.testing.assert_allclose(probs[0], probs[1], atol=1e-6)  # the stitched class probabilities, model space
+    assert probs[0].std() > 0
+    ras = nib.load(os.path.join(workdir, "predictions", "case_004.nii.gz"))
+    lps = nib.load(os.path.join(workdir, "predictions", "twin_lps.nii.gz"))
+    assert "".join(nib.aff2axcodes(lps.affine)) == "LPS"
+    np.testing.assert_array_equal(np.asarray(lps.dataobj), np.asarray(ras.dataobj)[::-1, ::-1])
+
+
+def test_bad_volumes_stop_the_run_before_training_and_name_the_file(dataset, tmp_path):
+    folder = os.path.dirname(dataset)
+    with open(dataset) as f:
+        data = json.load(f)
+    for entry in data["training"] + data["validation"]:  # the copy lives elsewhere: absolute paths
+        entry.update({k: os.path.join(folder, v) for k, v in entry.items()})
+    label = nib.load(data["training"][0]["label"])
+    wrong = np.asarray(label.dataobj).copy()
+    wrong[0, 0, 0] = 7
+    nib.save(nib.Nifti1Image(wrong, label.affine, label.header), str(tmp_path / "bad_label.nii.gz"))
+    data["training"][0]["label"] = str(tmp_path / "bad_label.nii.gz")
+    bad = tmp_path / "dataset.json"
+    bad.write_text(json.dumps(data))
+    config = tiny_finetune_config("segmentation", str(bad), str(tmp_path / "cache"))
+    with pytest.raises(nifti.NiftiError, match=r"dataset.json training\[0\]: .*bad_label.nii.gz: label values \[7\] are outside the 3 declared classes"):
+        make_task(config, str(tmp_path / "run"))
+    data["training"][0]["label"] = str(tmp_path / "missing.nii.gz")
+    bad.write_text(json.dumps(data))
+    with pytest.raises(nifti.NiftiError, match=r"training\[0\]: .*missing.nii.gz: NIfTI file not found"):
+        make_task(config, str(tmp_path / "run"))
+    assert not os.path.exists(tmp_path / "run")  # nothing was written

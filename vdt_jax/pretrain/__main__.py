@@ -1,0 +1,57 @@
+"""Supervised 3D pre-training with the variable dimension transform.
+
+    python -m vdt_jax.pretrain                                  # built-in demo, ./workdirs/pretrain_demo
+    python -m vdt_jax.pretrain --config=configs/imagenet_r3d18.py --workdir=/abs/or/relative/dir \
+        --config.batch_size=1024
+
+Running the same command again resumes from the newest checkpoint in the workdir.
+The same command runs on every host of a TPU pod slice or GPU cluster: see
+vdt_jax/distributed.py for the --distributed, --coordinator_address,
+--num_processes, --process_id and --local_device_ids flags, and launch/.
+On SIGTERM (preemption) all processes save one agreed step and exit with status 0.
+"""
+
+from __future__ import annotations
+
+import os
+
+from absl import app
+
+import configs.default
+from vdt_jax import entrypoint  # at import: defines the multi-process flags
+from vdt_jax.pretrain.vdt_classification import VDTClassificationTask
+from vdt_jax.train import preemption, reporting
+
+preemption.ignore_sigterm_in_data_workers(__name__)
+
+DEFAULT_WORKDIR = os.path.join("workdirs", "pretrain_demo")
+
+entrypoint.define_run_flags(
+    configs.default.__file__, DEFAULT_WORKDIR, "Checkpoints, metrics and TensorBoard events go here."
+)
+
+
+def main(argv: list[str]) -> None:
+    entrypoint.train_main(argv, lambda config, workdir: VDTClassificationTask(config), _print_summary)
+
+
+def _print_summary(config, metrics: dict, workdir: str, seconds: float) -> None:
+    import jax
+
+    if jax.process_index() != 0:
+        return
+    top1 = metrics.get("top1", float("nan"))
+    print(
+        f"\nDone in {reporting.format_duration(seconds)}. Validation top-1 {100 * top1:.2f}% "
+        f"(top-5 {100 * metrics.get('top5', float('nan')):.2f}%) on {int(metrics.get('num_examples', 0))} examples.\n"
+        f"  checkpoints: {os.path.join(workdir, 'checkpoints')}\n"
+        f"  metrics:     {os.path.join(workdir, 'metrics.jsonl')} and {os.path.join(workdir, 'tensorboard')}\n"
+        f"  config:      {os.path.join(workdir, 'config.json')}\n"
+        "Next: run the same command to resume or extend (--config.num_epochs=...); fine-tune with "
+        "`python -m vdt_jax.finetune`; export with `python -m vdt_jax.export --workdir=... --out=model.pth`; "
+        "full recipe: --config=configs/imagenet_r3d18.py (README: Preparing ImageNet)."
+    )
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,166 @@
+"""Start a model from pre-trained 3D ResNet weights: fine-tune surgery that says what it did.
+
+`initial_variables(init_from, template)` fills a freshly initialised model's
+variables (`template`) from
+
+  - a vdt-jax run: its workdir, its `checkpoints/` folder or one step folder
+    (`vdt_jax.checkpointing.load_variables`), pre-training or fine-tuning; or
+  - a PyTorch `.pth`/`.pt`/`.bin` or `.safetensors` file with torchvision-style
+    ResNet keys (CSPR, MONAI, mmcls, MedicalNet prefixes; `vdt_jax.weights.files`).
+
+Both go through the same importer (a vdt-jax checkpoint is converted to a
+state dict first), so the same checks and adaptations apply:
+
+  - the backbone lands where the template keeps it: at the top level for a
+    classification ResNet, under "encoder" for the UNet; a source that is
+    itself a UNet gives its encoder;
+  - a first conv with another number of input channels is adapted (summed or
+    averaged over the source's channels, then spread over the model's);
+  - the classifier is loaded when its class count matches, and is newly
+    initialised (kept from the template) when it differs or the source has none;
+  - everything else the template has and the source lacks (the UNet decoder
+    and head) stays newly initialised;
+  - any other mismatch (another depth, width or block type) is an error that
+    lists the offending tensors; nothing is loaded partially.
+
+The returned `LoadReport` (`vdt_jax.weights.load`) lists what was loaded,
+adapted and newly initialised; the fine-tuning tasks print it and save it in
+the workdir.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any, Mapping
+
+import numpy as np
+
+from vdt_jax.weights import files, keys
+from vdt_jax.weights.load import CLASSIFIER, LoadReport, from_torch_state_dict
+
+BACKBONE_KEY = "encoder"  # where a UNet keeps its ResNet encoder
+STAGES = ("stem", "layer1", "layer2", "layer3", "layer4")
+COLLECTIONS = ("params", "batch_stats")
+
+
+def initial_variables(
+    init_from: str, template: Mapping[str, Any], *, in_channels_reduce: str = "sum"
+) -> tuple[dict[str, Any], LoadReport]:
+    """The template's variables with the backbone (and matching classifier) taken from `init_from`.
+
+    Args:
+      init_from: a vdt-jax workdir / checkpoints folder / step folder, or a
+        .pth/.pt/.bin/.safetensors file.
+      template: {"params": ..., "batch_stats": ...} of the freshly initialised
+        target model (numpy or jax arrays): a `ResNet3D` (with or without
+        classifier) or a `UNet3D` (backbone under "encoder").
+      in_channels_reduce: "sum" or "mean", how a first conv with a different
+        number of input channels is adapted.
+
+    Returns:
+      (variables shaped exactly like `template`, as numpy; the report).
+
+    Raises:
+      FileNotFoundError: `init_from` does not exist.
+      ValueError: it is neither a checkpoint folder nor a weight file, or the
+        weights do not fit (keys.WeightConversionError, listing why).
+    """
+    state_dict, source = _read_source(init_from)
+    target = (BACKBONE_KEY,) if BACKBONE_KEY in template["params"] else ()
+    backbone = _subtree(template, target)
+    file_has_classifier = any(re.search(r"(^|\.)fc\.weight$", key) for key in state_dict)
+    dropped_classifier = CLASSIFIER in backbone["params"] and not file_has_classifier
+    if dropped_classifier:
+        backbone = _without(backbone, CLASSIFIER)
+    loaded, report = from_torch_state_dict(state_dict, backbone, in_channels_reduction=in_channels_reduce, source=source)
+    report.target = "/".join(target)
+    if dropped_classifier:
+        report.new[CLASSIFIER] = "the source has no classifier"
+    for name in template["params"]:
+        if target and name != target[0]:
+            report.new[name] = "not in the source (decoder / head)"
+    return _graft(template, target, loaded), report
+
+
+def trainable_mask(params: Mapping[str, Any], freeze: tuple[str, ...], backbone: tuple[str, ...] = ()) -> Any:
+    """A pytree of bools like `params`: False for the parameters of the frozen backbone stages.
+
+    Args:
+      params: the model's parameters (arrays or shapes).
+      freeze: stage names: "stem" (conv1, bn1), "layer1".."layer4", or
+        "encoder" for the whole backbone.
+      backbone: where the ResNet sits in `params`: () or ("encoder",).
+    """
+    import jax
+
+    unknown = sorted(set(freeze) - set(STAGES) - {BACKBONE_KEY})
+    if unknown:
+        raise ValueError(f"finetune.freeze has unknown stage(s) {unknown}; expected names from {STAGES + (BACKBONE_KEY,)}")
+    stages = set(STAGES) if BACKBONE_KEY in freeze else set(freeze)
+
+    def trainable(path, _) -> bool:
+        names = [p.key for p in path]
+        if names[: len(backbone)] != list(backbone) or len(names) <= len(backbone) + 1:
+            return True
+        module = names[len(backbone)]
+        stage = "stem" if module in ("conv1", "bn1") else module.split("_")[0]
+        return stage not in stages
+
+    return jax.tree_util.tree_map_with_path(trainable, params)
+
+
+def _read_source(init_from: str) -> tuple[dict[str, np.ndarray], str]:
+    """A torchvision-style numpy state dict of the source's ResNet backbone (plus classifier)."""
+    path = os.path.abspath(os.path.expanduser(init_from))
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"init_from={init_from!r}: no such file or directory")
+    if os.path.isdir(path):
+        from vdt_jax import checkpointing
+
+        variables, _ = checkpointing.load_variables(path)
+        variables = {c: dict(variables.get(c) or {}) for c in COLLECTIONS}
+        if BACKBONE_KEY in variables["params"]:  # a fine-tuned UNet: its encoder is the backbone
+            variables = _subtree(variables, (BACKBONE_KEY,))
+        return keys.to_torch_state_dict(variables), path
+    known = files.TORCH_EXTENSIONS + files.SAFETENSORS_EXTENSIONS
+    if files.file_extension(path) not in known:
+        raise ValueError(
+            f"init_from={init_from!r} is neither a vdt-jax workdir/checkpoint folder nor a weight file "
+            f"({', '.join(known)})"
+        )
+    return files.read_state_dict(path), path
+
+
+def _subtree(variables: Mapping[str, Any], path: tuple[str, ...]) -> dict[str, Any]:
+    out = {}
+    for collection in COLLECTIONS:
+        node = variables.get(collection) or {}
+        for name in path:
+            node = node.get(name, {})
+        out[collection] = node
+    return out
+
+
+def _without(variables: Mapping[str, Any], module: str) -> dict[str, Any]:
+    return {c: {k: v for k, v in (variables.get(c) or {}).items() if k != module} for c in COLLECTIONS}
+
+
+def _graft(template: Mapping[str, Any], path: tuple[str, ...], loaded: Mapping[str, Any]) -> dict[str, Any]:
+    """A numpy copy of `template` with `loaded`'s modules put at `path` (modules it lacks keep the template's)."""
+    out = {c: _to_numpy(template.get(c) or {}) for c in COLLECTIONS}
+    for collection in COLLECTIONS:
+        if not loaded.get(collection):  # e.g. no batch_stats with GroupNorm
+            continue
+        node = out[collection]
+        for name in path:
+            node = node[name]
+        for name, value in loaded[collection].items():
+            node[name] = _to_numpy(value)
+    return out
+
+
+def _to_numpy(tree: Any) -> Any:
+    if isinstance(tree, Mapping):
+        return {k: _to_numpy(v) for k, v in tree.items()}
+    return np.asarray(tree)
