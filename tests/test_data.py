@@ -35,6 +35,8 @@ def make_config(data_dir, **overrides) -> ml_collections.ConfigDict:
             eval_resize=28,
             num_workers=0,
             prefetch_buffer=2,
+            decoder="pil",
+            interpolation="bilinear_antialias",
         )
     )
     config.update(overrides)

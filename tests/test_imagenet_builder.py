@@ -45,6 +45,8 @@ def config(tmp_path_factory) -> ml_collections.ConfigDict:
             eval_resize=36,
             num_workers=0,
             prefetch_buffer=2,
+            decoder="pil",
+            interpolation="bilinear_antialias",
         )
     )
     pipeline.prepare_dataset(config)  # Finds it prepared: no error.

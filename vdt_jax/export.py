@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from absl import app, flags
 
-from vdt_jax import checkpointing, torch_weights
+from vdt_jax import checkpointing, compile_cache, torch_weights
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Pre-training or fine-tuning workdir holding Orbax checkpoints.")
 _OUT = flags.DEFINE_string("out", None, "Output file: .pth/.pt (torch.save) or .safetensors.")
@@ -117,6 +117,7 @@ def _leaves(tree: Mapping):
 def main(argv: Sequence[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    compile_cache.enable_from_flags()
     try:
         result = export(
             _WORKDIR.value,

@@ -39,6 +39,9 @@ Fields of `data_config` (an ml_collections.ConfigDict):
                    read ahead by reader threads).
   min_crop_scale   optional, default 0.08: smallest area fraction of
                    RandomResizedCrop.
+  decoder          "opencv" or "pil" (see `image_ops`).
+  interpolation    "bilinear" (OpenCV, no antialiasing, as the reference) or
+                   "bilinear_antialias" (Pillow, as torchvision on PIL images).
 
 The generated `vdt_shapes` dataset is prepared on demand by `prepare_dataset`;
 on several hosts either give each its own data_dir or call it on one host and
@@ -260,9 +263,14 @@ def _train_loader(
     sampler = grain.samplers.IndexSampler(
         num_records=len(source), shard_options=shard, shuffle=True, num_epochs=None, seed=seed
     )
+    transforms.check_choices(data_config.decoder, data_config.interpolation)
     operations = [
-        transforms.DecodeExample(keep_file_name=keep_file_name),
-        transforms.RandomResizedCrop(data_config.image_size, scale=(_min_crop_scale(data_config), 1.0)),
+        transforms.DecodeExample(keep_file_name=keep_file_name, decoder=data_config.decoder),
+        transforms.RandomResizedCrop(
+            data_config.image_size,
+            scale=(_min_crop_scale(data_config), 1.0),
+            interpolation=data_config.interpolation,
+        ),
         transforms.RandomHorizontalFlip(),
         grain.transforms.Batch(per_process_batch, drop_remainder=True),
     ]
@@ -349,10 +357,15 @@ def _eval_batches(
     source = _source(data_config, data_config.eval_split)
     start, end = _eval_shard(len(source), process_index, process_count)
     num_batches = math.ceil(math.ceil(len(source) / process_count) / per_process_batch)
+    transforms.check_choices(data_config.decoder, data_config.interpolation)
     dataset = (
         grain.MapDataset.source(source)[start:end]
-        .map(transforms.DecodeExample(keep_file_name=keep_file_name))
-        .map(transforms.ResizeCentreCrop(data_config.image_size, data_config.eval_resize))
+        .map(transforms.DecodeExample(keep_file_name=keep_file_name, decoder=data_config.decoder))
+        .map(
+            transforms.ResizeCentreCrop(
+                data_config.image_size, data_config.eval_resize, interpolation=data_config.interpolation
+            )
+        )
     )
     examples = dataset.to_iter_dataset(_read_options(data_config, per_process_batch))
     if data_config.num_workers > 0:
