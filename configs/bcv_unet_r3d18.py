@@ -37,7 +37,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.widths = (64, 128, 256, 512)
     config.model.stem_stride = False
     config.model.depth_stride = True
-    config.model.conv_impl = "conv3d"
+    config.model.conv_impl = "auto"  # conv3d on GPU/TPU, depth_taps on CPU
 
     data = config.data
     data.synthetic = ""
