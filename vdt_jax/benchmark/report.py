@@ -52,7 +52,7 @@ def lines(results: dict) -> list[str]:
 
 
 def _pipeline_lines(results: dict) -> list[str]:
-    out = []
+    out = [f"host pipeline: skipped ({results['pipeline_skipped']})"] if "pipeline_skipped" in results else []
     if "pipeline" in results:
         p = results["pipeline"]
         rates = ", ".join(f"{name} {rate:.0f}" for name, rate in p["per_core"].items())

@@ -10,7 +10,7 @@ from typing import Callable
 
 import jax
 
-from vdt_jax.benchmark import host_input, jax_step, peaks, torch_step, vdt_placement
+from vdt_jax.benchmark import jax_step, peaks, torch_step, vdt_placement
 from vdt_jax.benchmark.spec import Spec
 from vdt_jax.benchmark.timing import time_interleaved
 from vdt_jax.train import mesh as mesh_lib
@@ -35,7 +35,7 @@ def environment() -> dict:
         "backend": jax.default_backend(),
         "device_kind": devices[0].device_kind,
         "local_devices": len(devices),
-        "host_cores": host_input.usable_cores(),
+        "host_cores": len(os.sched_getaffinity(0)),
         "load_average": os.getloadavg(),
         "python": platform.python_version(),
     }
@@ -48,7 +48,12 @@ def run(spec: Spec, options: Options, log: Callable[[str], None]) -> dict:
     results["steps"] = _steps(spec, options, log)
     if options.pipeline:
         log("host input pipeline ...")
-        results["pipeline"] = host_input.measure(spec.image_size, options.pipeline_images, options.workers or spec.workers)
+        try:
+            from vdt_jax.benchmark import host_input  # needs PIL (and OpenCV for the fast path)
+        except ImportError as error:
+            results["pipeline_skipped"] = str(error)
+        else:
+            results["pipeline"] = host_input.measure(spec.image_size, options.pipeline_images, options.workers or spec.workers)
     if options.vdt:
         results["vdt_placement"] = vdt_placement.measure(spec.batch, spec.image_size, options.rounds)
     results["verdict"] = _verdict(results)
