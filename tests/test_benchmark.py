@@ -95,7 +95,7 @@ def test_tiny_run_without_ml_collections_grain_or_tfds(tmp_path):
             "--workers=1", f"--json_file={out}", "--json"]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": REPO, "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
     result = subprocess.run(
-        [sys.executable, "-c", BLOCK_IMPORTS, *args], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=900
+        [sys.executable, "-c", BLOCK_IMPORTS, *args], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=1800
     )
     assert result.returncode == 0, result.stderr[-3000:]
     results = json.loads(result.stdout)
