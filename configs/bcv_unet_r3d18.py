@@ -37,7 +37,6 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.widths = (64, 128, 256, 512)
     config.model.stem_stride = False
     config.model.depth_stride = True
-    config.model.conv_impl = "conv3d"
 
     data = config.data
     data.synthetic = ""

@@ -25,7 +25,6 @@ def get_config() -> ml_collections.ConfigDict:
     config.checkpoint_every_steps = 2000
     config.model.depth = 18
     config.model.widths = (64, 128, 256, 512)
-    config.model.conv_impl = "conv3d"
     config.data.name = "imagenet2012"
     config.data.image_size = 224
     config.data.eval_resize = 256

@@ -13,7 +13,7 @@ three planes and axis flips, intensity (x - 99) / 77, Adam lr 5e-4, weight decay
 1e-4, x0.1 at epochs 30/60/90, 100 epochs, batch 32 x 4 GPUs. Expected: the
 paper's reported LIDC accuracy/AUC for VDT pre-training, above training from
 scratch (--config.init_from=""); not reproduced here (no LIDC data offline).
-Set --config.model.conv_impl=depth_taps on CPU.
+conv_impl "auto" picks depth_taps on CPU.
 """
 
 import ml_collections
@@ -37,7 +37,6 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.widths = (64, 128, 256, 512)
     config.model.stem_stride = True
     config.model.depth_stride = True
-    config.model.conv_impl = "conv3d"
 
     data = config.data
     data.synthetic = ""

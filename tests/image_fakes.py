@@ -27,6 +27,8 @@ def make_config(data_dir, **overrides) -> ml_collections.ConfigDict:
             min_crop_scale=0.08,
             num_workers=0,
             prefetch_buffer=2,
+            decoder="pil",
+            interpolation="bilinear_antialias",
         )
     )
     config.update(overrides)

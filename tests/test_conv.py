@@ -1,44 +1,100 @@
-"""Tests of vdt_jax.models.conv: every Conv3D implementation computes the same convolution and gradients."""
+"""Conv3D implementations: "depth_taps" (and its hand-written weight gradient) equals plain "conv3d".
+
+Every fast path is checked on values and on gradients (input and kernel), at
+the shapes it meets in the networks: the VDT stem (depth folded into channels),
+3x3x3 body convolutions at depth 3, strided, depth-strided and padded cases,
+1x1x1 shortcuts, and a whole 3D ResNet train-mode gradient (an XLA:CPU
+miscompile once broke only the whole-network case).
+"""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from vdt_jax.benchmark.jax_step import max_relative_difference
 from vdt_jax.models import Conv3D, resnet3d
-from vdt_jax.models.conv import conv3d, depth_taps_conv3d
+from vdt_jax.models.conv import _tap_groups, conv2d, conv3d, depth_taps_conv3d, resolve_impl
 
 
-@pytest.mark.parametrize(
-    "shape, kernel, strides, padding",
-    [
-        ((2, 3, 16, 16, 1), (7, 7, 7), (1, 2, 2), (3, 3, 3)),  # the VDT stem: 2 of 7 taps read only padding
-        ((2, 5, 9, 9, 4), (3, 3, 3), (2, 2, 2), (1, 1, 1)),  # depth-strided block conv
-        ((1, 4, 8, 8, 3), (1, 1, 1), (1, 2, 2), (0, 0, 0)),  # shortcut projection
-        ((1, 6, 8, 8, 2), (3, 1, 1), (1, 1, 1), (1, 0, 0)),  # a pure depth conv
-    ],
-)
-def test_depth_taps_conv_equals_3d_conv(shape, kernel, strides, padding):
-    kx, kw = jax.random.split(jax.random.key(1))
+def max_relative_error(got, expected) -> float:
+    got, expected = np.asarray(got, np.float64), np.asarray(expected, np.float64)
+    return float(np.max(np.abs(got - expected)) / np.max(np.abs(expected)))
+
+
+CASES = [
+    ((2, 3, 20, 20, 1), (7, 7, 7), (1, 2, 2), (3, 3, 3)),  # the VDT stem: depth folded into channels
+    ((2, 3, 9, 9, 6), (3, 3, 3), (1, 1, 1), (1, 1, 1)),  # body conv at depth 3: 7 of 9 pairs
+    ((2, 3, 9, 9, 6), (3, 3, 3), (1, 2, 2), (1, 1, 1)),  # strided first conv of a stage
+    ((2, 5, 9, 9, 4), (3, 3, 3), (2, 2, 2), (1, 1, 1)),  # depth-strided (LIDC recipe)
+    ((1, 8, 7, 7, 3), (7, 7, 7), (2, 2, 2), (3, 3, 3)),  # depth-strided stem on a deeper volume
+    ((1, 4, 8, 8, 3), (1, 1, 1), (1, 2, 2), (0, 0, 0)),  # shortcut projection
+    ((1, 6, 8, 8, 2), (3, 1, 1), (1, 1, 1), (1, 0, 0)),  # a pure depth conv
+    ((1, 6, 8, 8, 20), (3, 3, 3), (1, 1, 1), (2, 0, 1)),  # over-padded depth, unpadded height, >= 16 channels
+    ((1, 2, 6, 6, 2), (3, 3, 3), (1, 1, 1), (3, 1, 1)),  # outputs that read only padding are zero
+]
+
+
+@pytest.mark.parametrize("shape, kernel, strides, padding", CASES)
+def test_depth_taps_values_and_gradients_equal_conv3d(shape, kernel, strides, padding):
+    kx, kw, ky = jax.random.split(jax.random.key(1), 3)
     x = jax.random.normal(kx, shape)
     w = jax.random.normal(kw, (*kernel, shape[-1], 5))
     expected = conv3d(x, w, strides, padding)
     got = depth_taps_conv3d(x, w, strides, padding)
     assert got.shape == expected.shape
-    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-4)
-    g_expected = jax.grad(lambda w: conv3d(x, w, strides, padding).sum())(w)
-    g_got = jax.grad(lambda w: depth_taps_conv3d(x, w, strides, padding).sum())(w)
-    np.testing.assert_allclose(g_got, g_expected, rtol=1e-5, atol=1e-3)
+    assert max_relative_error(got, expected) < 1e-5
+    cotangent = jax.random.normal(ky, expected.shape)  # a random upstream gradient, not just ones
+
+    def grads(fn):
+        return jax.grad(lambda x, w: jnp.vdot(fn(x, w, strides, padding), cotangent), argnums=(0, 1))(x, w)
+
+    for got_grad, expected_grad in zip(grads(depth_taps_conv3d), grads(conv3d)):
+        assert max_relative_error(got_grad, expected_grad) < 1e-5
 
 
-def test_model_outputs_do_not_depend_on_conv_impl():
+@pytest.mark.parametrize("cin", [3, 24])  # the patch-matrix path (< 16 channels) and the per-shift path
+def test_conv2d_weight_gradient_equals_xla(cin):
+    kx, kw = jax.random.split(jax.random.key(3))
+    x = jax.random.normal(kx, (2, 11, 10, cin))
+    w = jax.random.normal(kw, (3, 5, cin, 4))
+    plain = lambda x, w: jax.lax.conv_general_dilated(x, w, (2, 1), [(1, 1), (2, 2)], dimension_numbers=("NHWC", "HWIO", "NHWC"))  # noqa: E731
+    loss = lambda fn: lambda x, w: jnp.sum(jnp.sin(fn(x, w)))  # noqa: E731
+    got = jax.grad(loss(lambda x, w: conv2d(x, w, (2, 1), (1, 2))), argnums=(0, 1))(x, w)
+    expected = jax.grad(loss(plain), argnums=(0, 1))(x, w)
+    for g, e in zip(got, expected):
+        assert max_relative_error(g, e) < 1e-5
+
+
+def test_tap_groups_at_vdt_depth():
+    # 3x3x3 at depth 3: output 0 reads taps 1-2, output 1 all three, output 2 taps 0-1 (7 pairs, not 9).
+    assert _tap_groups(3, 3, 1, 1) == [(0, 1, 1, 2), (1, 1, 0, 3), (2, 1, 0, 2)]
+    # Deeper volumes batch the interior outputs into one group.
+    assert _tap_groups(6, 3, 1, 1) == [(0, 1, 1, 2), (1, 4, 0, 3), (5, 1, 0, 2)]
+    assert _tap_groups(3, 7, 1, 3) == [(0, 1, 3, 3), (1, 1, 2, 3), (2, 1, 1, 3)]  # the stem: 9 of 9 pairs
+
+
+def test_whole_network_train_gradients_do_not_depend_on_conv_impl():
+    """R3D-18 layout (stem, strided stages, shortcuts) on VDT volumes, train-mode BatchNorm."""
     x = jax.random.normal(jax.random.key(2), (2, 3, 32, 32, 1))
-    a = resnet3d(10, num_classes=7, conv_impl="conv3d")
-    b = resnet3d(10, num_classes=7, conv_impl="depth_taps")
-    variables = a.init(jax.random.key(0), x)
-    np.testing.assert_allclose(a.apply(variables, x), b.apply(variables, x), rtol=1e-4, atol=1e-5)
+    labels = jnp.array([1, 4])
+    models = {impl: resnet3d(18, num_classes=7, widths=(8, 16, 16, 32), conv_impl=impl) for impl in ("conv3d", "depth_taps")}
+    variables = models["conv3d"].init(jax.random.key(0), x)
+
+    def grads(model):
+        def loss(params):
+            logits, _ = model.apply({**variables, "params": params}, x, train=True, mutable=["batch_stats"])
+            return -jnp.mean(jax.nn.log_softmax(logits)[jnp.arange(2), labels])
+
+        return jax.jit(jax.value_and_grad(loss))(variables["params"])
+
+    (loss_a, grads_a), (loss_b, grads_b) = grads(models["conv3d"]), grads(models["depth_taps"])
+    assert abs(float(loss_a) - float(loss_b)) < 1e-5
+    assert max_relative_difference(grads_a, grads_b) < 1e-4
 
 
-def test_unknown_conv_impl_is_a_clear_error():
+def test_auto_picks_depth_taps_on_cpu_and_rejects_unknown_names():
+    assert jax.default_backend() == "cpu"
+    assert resolve_impl("auto") == "depth_taps" and resolve_impl("conv3d") == "conv3d"
     with pytest.raises(ValueError, match="unknown conv impl 'fft'"):
         Conv3D(4, impl="fft").init(jax.random.key(0), jnp.zeros((1, 3, 8, 8, 1)))

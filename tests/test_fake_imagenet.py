@@ -46,6 +46,8 @@ def config(tmp_path_factory) -> ml_collections.ConfigDict:
             min_crop_scale=0.08,
             num_workers=0,
             prefetch_buffer=2,
+            decoder="pil",
+            interpolation="bilinear_antialias",
         )
     )
     images.prepare_dataset(config)  # Finds it prepared: no error.

@@ -15,6 +15,7 @@ import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from vdt_jax import compile_cache  # at import: defines --compile_cache
 from vdt_jax import distributed  # at import: defines the multi-process flags
 from vdt_jax.train import loop
 from vdt_jax.train.task import Task
@@ -29,7 +30,8 @@ def define_run_flags(default_config: str, default_workdir: str, workdir_help: st
 
 
 def start_run() -> str:
-    """Quiet the chatty libraries, check --workdir, join a multi-process run; returns the absolute workdir."""
+    """Quiet the chatty libraries, check --workdir, join a multi-process run, turn on the
+    persistent compilation cache; returns the absolute workdir."""
     if not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # Orbax and TFDS are chatty at INFO; --verbosity=0 restores it
     if "://" in flags.FLAGS.workdir:
@@ -41,6 +43,7 @@ def start_run() -> str:
         distributed.initialize_from_flags()
     except distributed.DistributedConfigError as error:
         raise app.UsageError(str(error)) from error
+    compile_cache.enable_from_flags()
     return os.path.abspath(flags.FLAGS.workdir)
 
 

@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from absl import app, flags
 
-from vdt_jax import checkpointing
+from vdt_jax import checkpointing, compile_cache
 from vdt_jax.weights import files, monai_code
 from vdt_jax.weights.keys import KEY_STYLES
 
@@ -119,6 +119,7 @@ def _leaves(tree: Mapping):
 def main(argv: Sequence[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    compile_cache.enable_from_flags()
     try:
         result = export(
             _WORKDIR.value,

@@ -9,7 +9,7 @@ statistics), since after shuffling a slice is no longer a particular colour.
 
 This runs on the accelerator, inside the jitted step: hosts ship compact uint8
 images (4x less host->device traffic than float32 volumes) and the shuffle is
-reproducible from the step's RNG key. `python -m vdt_jax.benchmarks.vdt_placement`
+reproducible from the step's RNG key. `python -m vdt_jax.benchmark`
 measures host and device placements side by side.
 """
 

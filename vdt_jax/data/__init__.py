@@ -4,9 +4,12 @@
                    train loader, the per-process eval shard, pad-and-mask
   images.py        pre-training image datasets (TFDS, ArrayRecord):
                    prepare_dataset, dataset_info, train_loader, eval_batches
-  transforms.py    decode / RandomResizedCrop / flip / eval resize-crop (numpy, PIL)
+  transforms.py    decode / RandomResizedCrop / flip / eval resize-crop as grain transforms
+  image_ops.py     the image operations themselves (PIL or OpenCV; no grain, no TFDS)
   shapes.py        the built-in generated `vdt_shapes` TFDS dataset
   fake_imagenet.py a miniature ImageNet in the real tar layout, for tests
 
-The fine-tuning volume pipelines (NIfTI) live in `vdt_jax.finetune`.
+This file imports nothing, so `vdt_jax.data.image_ops` imports on machines
+without grain or TFDS (the benchmark's host timing). The fine-tuning volume
+pipelines (NIfTI) live in `vdt_jax.finetune`.
 """

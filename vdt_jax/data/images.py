@@ -39,6 +39,9 @@ Fields of `data_config` (an ml_collections.ConfigDict):
                    num_workers=0: prefetch_buffer batches' worth of records are
                    read ahead by reader threads).
   min_crop_scale   smallest area fraction of RandomResizedCrop (0.08 for ImageNet).
+  decoder          "opencv" or "pil" (see `image_ops`).
+  interpolation    "bilinear" (OpenCV, no antialiasing, as the reference) or
+                   "bilinear_antialias" (Pillow, as torchvision on PIL images).
 
 The generated `vdt_shapes` dataset is prepared on demand by `prepare_dataset`;
 on several hosts either give each its own data_dir or call it on one host and
@@ -232,9 +235,14 @@ def train_loader(
             f"{data_config.name!r} split {data_config.train_split!r} has {len(source)} examples: too few for "
             f"{process_count} process(es) x per_process_batch {per_process_batch}"
         )
+    transforms.check_choices(data_config.decoder, data_config.interpolation)
     operations = [
-        transforms.DecodeExample(keep_file_name=keep_file_name),
-        transforms.RandomResizedCrop(data_config.image_size, scale=(_min_crop_scale(data_config), 1.0)),
+        transforms.DecodeExample(keep_file_name=keep_file_name, decoder=data_config.decoder),
+        transforms.RandomResizedCrop(
+            data_config.image_size,
+            scale=(_min_crop_scale(data_config), 1.0),
+            interpolation=data_config.interpolation,
+        ),
         transforms.RandomHorizontalFlip(),
     ]
     return loading.train_loader(
@@ -277,12 +285,17 @@ def eval_batches(
       'mask': bool (B,)}, mask False on padding (image and label zero there).
     """
     source = _source(data_config, data_config.eval_split)
+    transforms.check_choices(data_config.decoder, data_config.interpolation)
 
     def batches_of(start: int, end: int):
         dataset = (
             grain.MapDataset.source(source)[start:end]
-            .map(transforms.DecodeExample(keep_file_name=keep_file_name))
-            .map(transforms.ResizeCentreCrop(data_config.image_size, data_config.eval_resize))
+            .map(transforms.DecodeExample(keep_file_name=keep_file_name, decoder=data_config.decoder))
+            .map(
+                transforms.ResizeCentreCrop(
+                    data_config.image_size, data_config.eval_resize, interpolation=data_config.interpolation
+                )
+            )
         )
         examples = dataset.to_iter_dataset(loading.read_options(data_config.prefetch_buffer, per_process_batch))
         if data_config.num_workers > 0:

@@ -16,112 +16,29 @@ Geometry follows torchvision, as the reference PyTorch pipeline does:
 `RandomResizedCrop` (area scale 0.08-1, log-uniform aspect ratio 3/4-4/3, ten
 attempts then a centre-crop fallback, bilinear resize), horizontal flip with
 p=0.5, and for evaluation a resize of the shorter side followed by a centre
-crop.
+crop. The image operations themselves (and the choice of decoder and
+resize filter) live in `image_ops.py`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import io
-import math
 from typing import Any
 
 import grain
 import numpy as np
-from PIL import Image
+
+from vdt_jax.data.image_ops import (  # noqa: F401  (re-exported: the transforms' building blocks)
+    Box,
+    centre_crop,
+    check_choices,
+    decode_image,
+    random_resized_crop_box,
+    resize_shorter_side,
+    resized_crop,
+)
 
 Example = dict[str, Any]
-# (top, left, height, width) of a crop, in pixels.
-Box = tuple[int, int, int, int]
-
-
-def decode_image(encoded: bytes) -> np.ndarray:
-    """Decodes JPEG/PNG bytes into an RGB uint8 array of shape (H, W, 3).
-
-    Grayscale ('L'), CMYK, palette and alpha images are converted to RGB, so
-    every image becomes exactly three depth slices later. Grayscale images get
-    three identical channels.
-    """
-    with Image.open(io.BytesIO(encoded)) as image:
-        if image.mode != "RGB":
-            image = image.convert("RGB")
-        return np.asarray(image, dtype=np.uint8)
-
-
-def random_resized_crop_box(
-    rng: np.random.Generator,
-    height: int,
-    width: int,
-    scale: tuple[float, float] = (0.08, 1.0),
-    ratio: tuple[float, float] = (3 / 4, 4 / 3),
-    attempts: int = 10,
-) -> Box:
-    """Samples a crop box the way torchvision's RandomResizedCrop does.
-
-    The crop covers a uniform fraction `scale` of the image area with an aspect
-    ratio (width / height) drawn log-uniformly from `ratio`. If no sample fits
-    inside the image within `attempts` tries, the largest centred crop whose
-    aspect ratio lies in `ratio` is returned.
-    """
-    area = height * width
-    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
-    for _ in range(attempts):
-        target_area = area * rng.uniform(scale[0], scale[1])
-        aspect = math.exp(rng.uniform(log_ratio[0], log_ratio[1]))
-        crop_w = int(round(math.sqrt(target_area * aspect)))
-        crop_h = int(round(math.sqrt(target_area / aspect)))
-        if 0 < crop_w <= width and 0 < crop_h <= height:
-            top = int(rng.integers(0, height - crop_h + 1))
-            left = int(rng.integers(0, width - crop_w + 1))
-            return top, left, crop_h, crop_w
-    return _centre_fallback_box(height, width, ratio)
-
-
-def _centre_fallback_box(height: int, width: int, ratio: tuple[float, float]) -> Box:
-    """The whole image, trimmed to the nearest allowed aspect ratio, centred."""
-    aspect = width / height
-    if aspect < min(ratio):
-        crop_w, crop_h = width, int(round(width / min(ratio)))
-    elif aspect > max(ratio):
-        crop_w, crop_h = int(round(height * max(ratio))), height
-    else:
-        crop_w, crop_h = width, height
-    return (height - crop_h) // 2, (width - crop_w) // 2, crop_h, crop_w
-
-
-def resized_crop(image: np.ndarray, box: Box, size: int) -> np.ndarray:
-    """Crops `box` out of `image` and resizes it bilinearly to (size, size)."""
-    top, left, crop_h, crop_w = box
-    pil = Image.fromarray(image)
-    # PIL crops and resizes in one pass; its bilinear filter widens with the
-    # downscale factor, i.e. it antialiases like torchvision on PIL images.
-    resized = pil.resize((size, size), Image.BILINEAR, box=(left, top, left + crop_w, top + crop_h))
-    return np.asarray(resized, dtype=np.uint8)
-
-
-def resize_shorter_side(image: np.ndarray, shorter: int) -> np.ndarray:
-    """Resizes bilinearly so the shorter side is `shorter`, keeping the aspect ratio.
-
-    The longer side is truncated to an int, as torchvision's Resize(int) does.
-    """
-    height, width = image.shape[:2]
-    if height <= width:
-        new_h, new_w = shorter, int(shorter * width / height)
-    else:
-        new_h, new_w = int(shorter * height / width), shorter
-    if (new_h, new_w) == (height, width):
-        return image
-    return np.asarray(Image.fromarray(image).resize((new_w, new_h), Image.BILINEAR), dtype=np.uint8)
-
-
-def centre_crop(image: np.ndarray, size: int) -> np.ndarray:
-    """The central (size, size) window; offsets rounded like torchvision's CenterCrop."""
-    height, width = image.shape[:2]
-    if height < size or width < size:
-        raise ValueError(f"cannot centre-crop {size}x{size} out of a {height}x{width} image")
-    top = int(round((height - size) / 2.0))
-    left = int(round((width - size) / 2.0))
-    return image[top : top + size, left : left + size]
 
 
 # --- grain transforms --------------------------------------------------------
@@ -134,12 +51,14 @@ class DecodeExample(grain.transforms.Map):
     Attributes:
       keep_file_name: also pass 'file_name' through, as a str (tests use it to
         identify examples; training batches leave it out).
+      decoder: "pil" or "opencv" (`image_ops.DECODERS`).
     """
 
     keep_file_name: bool = False
+    decoder: str = "pil"
 
     def map(self, element: Example) -> Example:
-        out = {"image": decode_image(element["image"]), "label": np.int32(element["label"])}
+        out = {"image": decode_image(element["image"], self.decoder), "label": np.int32(element["label"])}
         if self.keep_file_name:
             name = element["file_name"]
             out["file_name"] = name.decode() if isinstance(name, bytes) else str(name)
@@ -153,11 +72,12 @@ class RandomResizedCrop(grain.transforms.RandomMap):
     image_size: int
     scale: tuple[float, float] = (0.08, 1.0)
     ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    interpolation: str = "bilinear_antialias"
 
     def random_map(self, element: Example, rng: np.random.Generator) -> Example:
         image = element["image"]
         box = random_resized_crop_box(rng, image.shape[0], image.shape[1], self.scale, self.ratio)
-        return {**element, "image": resized_crop(image, box, self.image_size)}
+        return {**element, "image": resized_crop(image, box, self.image_size, self.interpolation)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -178,6 +98,7 @@ class ResizeCentreCrop(grain.transforms.Map):
 
     image_size: int
     resize: int
+    interpolation: str = "bilinear_antialias"
 
     def __post_init__(self):
         if self.resize < self.image_size:
@@ -187,5 +108,5 @@ class ResizeCentreCrop(grain.transforms.Map):
             )
 
     def map(self, element: Example) -> Example:
-        image = resize_shorter_side(element["image"], self.resize)
+        image = resize_shorter_side(element["image"], self.resize, self.interpolation)
         return {**element, "image": np.ascontiguousarray(centre_crop(image, self.image_size))}

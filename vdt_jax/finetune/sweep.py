@@ -15,7 +15,7 @@ label_efficiency.png into --sweep_dir.
 
 "pretrained" starts from --pretrained (default: the demo pre-training workdir,
 ./workdirs/pretrain_demo; run `python -m vdt_jax.pretrain` first); "scratch"
-from random weights. XLA compilations are cached on disk in the sweep folder,
+from random weights. XLA compilations are cached on disk (`vdt_jax.compile_cache`),
 so only the first run of each shape pays for compiling.
 """
 
@@ -31,6 +31,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 import configs.finetune_default
+from vdt_jax import compile_cache  # at import: defines --compile_cache
 from vdt_jax.atomic import write_text_atomic
 from vdt_jax.train import reporting
 
@@ -122,8 +123,6 @@ def write_outputs(rows: list[dict], sweep_dir: str, metric: str, title: str) -> 
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    import jax
-
     from vdt_jax.finetune.base import resolve_init_from
 
     FLAGS = flags.FLAGS
@@ -133,8 +132,7 @@ def main(argv: list[str]) -> None:
     if not pretrained:
         raise app.UsageError("the sweep compares against pre-trained weights: run `python -m vdt_jax.pretrain` or pass --pretrained=PATH")
     os.makedirs(sweep_dir, exist_ok=True)
-    jax.config.update("jax_compilation_cache_dir", os.path.join(sweep_dir, "xla_cache"))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+    compile_cache.enable_from_flags()
     metric = FLAGS.metric or ("mean_dice" if config.task == "segmentation" else "auc")
     config.eval.write_predictions = False  # only the metric matters here
     start = time.perf_counter()

@@ -6,19 +6,31 @@ kernel of shape (kD, kH, kW, in, out) (PyTorch's (out, in, kD, kH, kW)
 transposed), whatever the implementation, so checkpoints and exported weights do
 not depend on it.
 
-Implementations:
-  "conv3d":     one `lax.conv_general_dilated` over three spatial axes. The
-                natural choice on TPU and GPU.
-  "depth_taps": the convolution as a sum over the kD depth taps of 2D
-                convolutions, with depth folded into the batch axis. XLA:CPU
-                runs 2D convolutions much faster than 3D ones, and the volumes of
-                VDT pre-training have depth 3, so this is the CPU choice (see
-                `python -m vdt_jax.benchmarks.conv_speed`). Taps that only ever read
-                zero padding are skipped.
+Implementations (`Conv3D.impl`, the config's `model.conv_impl`):
+  "conv3d":     one `lax.conv_general_dilated` over three spatial axes: cuDNN
+                on GPU, the MXU on TPU.
+  "depth_taps": 2D convolutions over the (output depth, kernel tap) pairs
+                that read real input slices, with a hand-written weight
+                gradient (see `conv2d`). XLA:CPU runs 2D convolutions much
+                faster than 3D ones, and VDT volumes have depth 3, where a
+                3x3x3 convolution has only 7 of its 9 (depth, tap) pairs inside
+                the volume. About 4-5x the "conv3d" train step on CPU (README,
+                "Speed"); `tests/test_conv.py` checks its gradients against "conv3d".
+  "auto":       "depth_taps" when the default backend is a CPU, else "conv3d"
+                (the configs' default).
+
+How "depth_taps" forms the 2D convolutions: output depths that read the same
+kernel taps form a group (at depth 3 with a 3x3x3 kernel: {0}, {1}, {2}); for
+a group, the input slices its taps read are stacked on the channel axis and
+one 2D convolution with the matching (kH, kW, taps * in, out) kernel computes
+all of its output depths. When every output depth reads every input depth (the
+7x7x7 stem on 3 slices), depth is folded into the channels instead: one 2D
+convolution from (H, W, D * in) to (H, W, D_out * out).
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Sequence
 
 import jax
@@ -26,7 +38,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 Triple = tuple[int, int, int]
-IMPLEMENTATIONS = ("conv3d", "depth_taps")
+IMPLEMENTATIONS = ("conv3d", "depth_taps", "auto")
 
 # PyTorch's ResNet initialisation: kaiming normal, fan_out, ReLU gain.
 kaiming_fan_out = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
@@ -40,6 +52,24 @@ def _triple(value: int | Sequence[int]) -> Triple:
     return tuple(int(v) for v in value)  # type: ignore[return-value]
 
 
+def resolve_geometry(
+    kernel_size: int | Sequence[int], strides: int | Sequence[int], padding: int | Sequence[int] | None
+) -> tuple[Triple, Triple, Triple]:
+    """(kernel, strides, padding) triples; padding None means kernel // 2 ("same" for odd kernels)."""
+    kernel = _triple(kernel_size)
+    pad = tuple(k // 2 for k in kernel) if padding is None else _triple(padding)
+    return kernel, _triple(strides), pad  # type: ignore[return-value]
+
+
+def resolve_impl(impl: str) -> str:
+    """"auto" -> "depth_taps" on a CPU backend, "conv3d" elsewhere; checks the name."""
+    if impl not in IMPLEMENTATIONS:
+        raise ValueError(f"unknown conv impl {impl!r}; expected one of {IMPLEMENTATIONS}")
+    if impl == "auto":
+        return "depth_taps" if jax.default_backend() == "cpu" else "conv3d"
+    return impl
+
+
 def conv3d(x: jax.Array, kernel: jax.Array, strides: Triple, padding: Triple) -> jax.Array:
     """Plain 3D convolution, NDHWC input, DHWIO kernel."""
     return jax.lax.conv_general_dilated(
@@ -51,48 +81,124 @@ def conv3d(x: jax.Array, kernel: jax.Array, strides: Triple, padding: Triple) ->
     )
 
 
-def depth_taps_conv3d(x: jax.Array, kernel: jax.Array, strides: Triple, padding: Triple) -> jax.Array:
-    """The same convolution as `conv3d`, as a sum of 2D convolutions over depth taps.
+# --- 2D convolution with a hand-written weight gradient -----------------------
 
-    Output depth o reads padded input depth o * stride + t for tap t. For each
-    tap we gather those slices, fold depth into the batch and run one 2D conv.
+
+def _plain_conv2d(x: jax.Array, kernel: jax.Array, strides: Sequence[int], padding: Sequence[int]) -> jax.Array:
+    return jax.lax.conv_general_dilated(
+        x, kernel, tuple(strides), [(p, p) for p in padding], dimension_numbers=("NHWC", "HWIO", "NHWC")
+    )
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def conv2d(x: jax.Array, kernel: jax.Array, strides: tuple[int, int], padding: tuple[int, int]) -> jax.Array:
+    """NHWC x HWIO 2D convolution whose weight gradient is computed with matrix products.
+
+    XLA:CPU lowers the weight gradient of a convolution (a convolution over the
+    batch and spatial axes) far slower than the forward pass: at the shapes of a
+    3D ResNet-18 on VDT volumes it was 5-10x the forward time and most of the
+    train step. Here it is a sum of dot products instead (`_weight_gradient`);
+    the input gradient stays XLA's own transposed convolution. Same numbers up
+    to float rounding (tests/test_conv.py).
     """
-    n, depth, height, width, channels = x.shape
-    taps = kernel.shape[0]
+    return _plain_conv2d(x, kernel, strides, padding)
+
+
+def _conv2d_forward(x, kernel, strides, padding):
+    return _plain_conv2d(x, kernel, strides, padding), (x, kernel)
+
+
+def _conv2d_backward(strides, padding, residuals, dy):
+    x, kernel = residuals
+    _, input_vjp = jax.vjp(lambda x: _plain_conv2d(x, kernel, strides, padding), x)
+    (dx,) = input_vjp(dy)
+    return dx, _weight_gradient(x, dy, kernel.shape, strides, padding).astype(kernel.dtype)
+
+
+conv2d.defvjp(_conv2d_forward, _conv2d_backward)
+
+
+def _weight_gradient(x: jax.Array, dy: jax.Array, kernel_shape, strides, padding) -> jax.Array:
+    """dL/dkernel[i, j] = sum over (n, h, w) of x_padded[n, h*s + i, w*s + j, :] outer dy[n, h, w, :].
+
+    With few input channels (the stem) the kH*kW shifted views are stacked into
+    one patch matrix and multiplied once, so dy is read once; otherwise each
+    shift is its own product, which avoids a kH*kW-times larger copy of x.
+    """
+    kh, kw, cin, cout = kernel_shape
+    (sh, sw), (ph, pw) = strides, padding
+    ho, wo = dy.shape[1:3]
+    xp = jnp.pad(x, [(0, 0), (ph, ph), (pw, pw), (0, 0)])
+    limit = lambda i, j: (xp.shape[0], i + sh * (ho - 1) + 1, j + sw * (wo - 1) + 1, cin)  # noqa: E731
+    shifted = [
+        jax.lax.slice(xp, (0, i, j, 0), limit(i, j), (1, sh, sw, 1)) for i in range(kh) for j in range(kw)
+    ]
+    rows = dy.reshape(-1, cout)
+    if cin < 16:
+        patches = jnp.concatenate(shifted, axis=-1).reshape(rows.shape[0], kh * kw * cin)
+        grad = jnp.dot(patches.T, rows, preferred_element_type=jnp.float32)
+        return grad.reshape(kh, kw, cin, cout)
+    grads = [jnp.dot(s.reshape(-1, cin).T, rows, preferred_element_type=jnp.float32) for s in shifted]
+    return jnp.stack(grads).reshape(kh, kw, cin, cout)
+
+
+# --- the 3D convolution from 2D convolutions ------------------------------------
+
+
+def _tap_groups(depth: int, taps: int, stride: int, pad: int) -> list[tuple[int, int, int, int]]:
+    """Runs of output depths that read the same taps: (first output, count, first tap, tap count)."""
+    out_depth = (depth + 2 * pad - taps) // stride + 1
+    groups: list[list[int]] = []
+    for o in range(out_depth):
+        valid = [t for t in range(taps) if 0 <= o * stride + t - pad < depth]
+        key = [valid[0], len(valid)] if valid else [0, 0]  # no valid tap: that output is zero
+        if groups and groups[-1][2:] == key:
+            groups[-1][1] += 1
+        else:
+            groups.append([o, 1, *key])
+    return [tuple(g) for g in groups]  # type: ignore[misc]
+
+
+def depth_taps_conv3d(x: jax.Array, kernel: jax.Array, strides: Triple, padding: Triple) -> jax.Array:
+    """The same convolution as `conv3d`, from 2D convolutions over valid (depth, tap) pairs."""
+    depth, taps = x.shape[1], kernel.shape[0]
+    groups = _tap_groups(depth, taps, strides[0], padding[0])
+    if len(groups) > 1 and all(count == 1 and n_taps == depth for _, count, _, n_taps in groups):
+        return _depth_as_channels(x, kernel, strides, padding)
+    outputs = [_group_conv(x, kernel, strides, padding, group) for group in groups]
+    return outputs[0] if len(outputs) == 1 else jnp.concatenate(outputs, axis=1)
+
+
+def _group_conv(x: jax.Array, kernel: jax.Array, strides: Triple, padding: Triple, group) -> jax.Array:
+    """Output depths first..first+count-1, each reading taps t0..t0+n_taps-1, as one 2D conv."""
+    first, count, t0, n_taps = group
+    n, _, height, width, cin = x.shape
     stride_d, pad_d = strides[0], padding[0]
-    out_depth = (depth + 2 * pad_d - taps) // stride_d + 1
-    out = None
-    for t in range(taps):
-        # Input depths read by this tap (before padding): o * stride + t - pad.
-        first = t - pad_d
-        indices = [first + o * stride_d for o in range(out_depth)]
-        if all(i < 0 or i >= depth for i in indices):
-            continue  # the tap only sees zero padding
-        slices = _depth_slices(x, indices)
-        y = jax.lax.conv_general_dilated(
-            slices.reshape(n * out_depth, height, width, channels),
-            kernel[t],
-            window_strides=strides[1:],
-            padding=[(p, p) for p in padding[1:]],
-            dimension_numbers=("NHWC", "HWIO", "NHWC"),
-        )
-        out = y if out is None else out + y
-    assert out is not None, "a convolution needs at least one tap inside the input"
-    return out.reshape(n, out_depth, *out.shape[1:])
+    if n_taps == 0:
+        out_hw = [(size + 2 * p - k) // s + 1 for size, k, s, p in zip((height, width), kernel.shape[1:3], strides[1:], padding[1:])]
+        return jnp.zeros((n, count, *out_hw, kernel.shape[-1]), x.dtype)
+    columns = []
+    for t in range(t0, t0 + n_taps):
+        start = first * stride_d + t - pad_d
+        columns.append(x[:, start : start + (count - 1) * stride_d + 1 : stride_d])
+    stacked = columns[0] if n_taps == 1 else jnp.concatenate(columns, axis=-1)
+    group_kernel = jnp.moveaxis(kernel[t0 : t0 + n_taps], 0, 2).reshape(*kernel.shape[1:3], n_taps * cin, -1)
+    y = conv2d(stacked.reshape(n * count, height, width, n_taps * cin), group_kernel, strides[1:], padding[1:])
+    return y.reshape(n, count, *y.shape[1:])
 
 
-def _depth_slices(x: jax.Array, indices: list[int]) -> jax.Array:
-    """x[:, indices] where out-of-range indices read zeros."""
-    depth = x.shape[1]
-    inside = [i for i in indices if 0 <= i < depth]
-    lo, hi = inside[0], inside[-1]
-    step = indices[1] - indices[0] if len(indices) > 1 else 1
-    body = x[:, lo : hi + 1 : step]
-    before = sum(1 for i in indices if i < 0)
-    after = sum(1 for i in indices if i >= depth)
-    if before or after:
-        body = jnp.pad(body, [(0, 0), (before, after), (0, 0), (0, 0), (0, 0)])
-    return body
+def _depth_as_channels(x: jax.Array, kernel: jax.Array, strides: Triple, padding: Triple) -> jax.Array:
+    """Every output depth reads every input depth: one 2D conv from D*in to D_out*out channels."""
+    n, depth, height, width, cin = x.shape
+    taps, kh, kw, _, cout = kernel.shape
+    out_depth = (depth + 2 * padding[0] - taps) // strides[0] + 1
+    # big[i, o] = kernel[tap that output depth o applies to input depth i]
+    taps_used = [[i - o * strides[0] + padding[0] for o in range(out_depth)] for i in range(depth)]
+    big = kernel[jnp.array(taps_used)]  # (depth, out_depth, kh, kw, cin, cout)
+    big = big.transpose(2, 3, 0, 4, 1, 5).reshape(kh, kw, depth * cin, out_depth * cout)
+    folded = jnp.moveaxis(x, 1, 3).reshape(n, height, width, depth * cin)
+    y = conv2d(folded, big, strides[1:], padding[1:])
+    return jnp.moveaxis(y.reshape(*y.shape[:3], out_depth, cout), 3, 1)
 
 
 class Conv3D(nn.Module):
@@ -110,14 +216,11 @@ class Conv3D(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        if self.impl not in IMPLEMENTATIONS:
-            raise ValueError(f"unknown conv impl {self.impl!r}; expected one of {IMPLEMENTATIONS}")
-        ksize = _triple(self.kernel_size)
-        strides = _triple(self.strides)
-        padding = tuple(k // 2 for k in ksize) if self.padding is None else _triple(self.padding)
+        impl = resolve_impl(self.impl)
+        ksize, strides, padding = resolve_geometry(self.kernel_size, self.strides, self.padding)
         kernel = self.param("kernel", self.kernel_init, (*ksize, x.shape[-1], self.features), self.param_dtype)
         x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
-        fn = conv3d if self.impl == "conv3d" else depth_taps_conv3d
+        fn = conv3d if impl == "conv3d" else depth_taps_conv3d
         y = fn(x, kernel, strides, padding)
         if self.use_bias:
             bias = self.param("bias", nn.initializers.zeros, (self.features,), self.param_dtype)

@@ -1,1 +1,0 @@
-"""Benchmark commands that print figures (`python -m vdt_jax.benchmarks.<name> --help`)."""
