@@ -27,6 +27,7 @@ def model_config() -> ml_collections.ConfigDict:
     model.depth_stride = False  # VDT pre-training never strides depth
     model.stage_strides = (1, 2, 2, 2)
     model.norm = "batch"
+    model.bn_group_size = 0  # BatchNorm statistics per group of N consecutive examples; 0: whole global batch
     model.conv_impl = "depth_taps"  # fastest on CPU; "conv3d" on TPU/GPU
     model.dtype = "float32"
     return model

@@ -22,7 +22,7 @@ def build_model(model_config: ml_collections.ConfigDict, num_classes: int | None
 
     Args:
       model_config: depth, widths, stem_stride, depth_stride, stage_strides,
-        norm, conv_impl, dtype.
+        norm, bn_group_size, conv_impl, dtype.
       num_classes: classifier size, or None for the multi-scale feature backbone.
     """
     return resnet3d(
@@ -33,6 +33,7 @@ def build_model(model_config: ml_collections.ConfigDict, num_classes: int | None
         depth_stride=bool(model_config.depth_stride),
         stage_strides=tuple(model_config.stage_strides),
         norm=model_config.norm,
+        bn_group_size=int(model_config.bn_group_size),
         conv_impl=model_config.conv_impl,
         dtype=compute_dtype(model_config.dtype),
     )

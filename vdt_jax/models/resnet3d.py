@@ -20,6 +20,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from vdt_jax.models.conv import Conv3D
+from vdt_jax.models.norms import GroupedBatchNorm
 
 ModuleDef = Any
 NORMS = ("batch", "group")
@@ -85,6 +86,8 @@ class ResNet3D(nn.Module):
       depth_stride: stride depth like height and width everywhere.
       stage_strides: in-plane stride of each stage's first block.
       norm: "batch" (synchronised over the global batch under jit) or "group" (32 groups).
+      bn_group_size: with norm="batch", BatchNorm statistics over groups of this
+        many consecutive examples (`vdt_jax.models.norms`); 0 = the whole batch.
       conv_impl: see `vdt_jax.models.conv`.
       dtype: compute dtype; parameters stay `param_dtype`.
     """
@@ -99,6 +102,7 @@ class ResNet3D(nn.Module):
     stage_strides: Sequence[int] = (1, 2, 2, 2)
     norm: str = "batch"
     bn_momentum: float = 0.9
+    bn_group_size: int = 0
     conv_impl: str = "conv3d"
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
@@ -128,14 +132,33 @@ class ResNet3D(nn.Module):
         )
 
     def _norm_factory(self, train: bool) -> Callable[..., nn.Module]:
-        return norm_factory(self.norm, train, momentum=self.bn_momentum, dtype=self.dtype, param_dtype=self.param_dtype)
+        return norm_factory(
+            self.norm,
+            train,
+            momentum=self.bn_momentum,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            group_size=self.bn_group_size,
+        )
 
 
-def norm_factory(kind: str, train: bool, *, momentum: float, dtype: Any, param_dtype: Any) -> Callable[..., nn.Module]:
-    """Norm layer constructor: BatchNorm (eps 1e-5, running stats in eval) or GroupNorm with 32 groups."""
+def norm_factory(
+    kind: str, train: bool, *, momentum: float, dtype: Any, param_dtype: Any, group_size: int = 0
+) -> Callable[..., nn.Module]:
+    """Norm layer constructor: BatchNorm (eps 1e-5, running stats in eval) or GroupNorm with 32 groups.
+
+    `group_size` > 0 (BatchNorm only) computes training statistics per group of
+    that many consecutive examples (`GroupedBatchNorm`); 0 uses the whole batch.
+    """
+    if group_size is not None and group_size < 0:
+        raise ValueError(f"model.bn_group_size must be >= 0 (0: the whole batch), got {group_size}")
+    if group_size and kind != "batch":
+        raise ValueError(f"model.bn_group_size={group_size} applies to norm='batch' only, not norm={kind!r}; set it to 0")
     if kind == "batch":
+        grouped = {"group_size": group_size} if group_size else {}
         return functools.partial(
-            nn.BatchNorm,
+            GroupedBatchNorm if group_size else nn.BatchNorm,
+            **grouped,
             use_running_average=not train,
             momentum=momentum,
             epsilon=1e-5,

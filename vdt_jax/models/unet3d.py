@@ -83,7 +83,12 @@ class UNet3D(nn.Module):
         encoder = self.encoder
         if encoder.norm == "batch":
             return norm_factory(
-                "batch", train, momentum=encoder.bn_momentum, dtype=encoder.dtype, param_dtype=encoder.param_dtype
+                "batch",
+                train,
+                momentum=encoder.bn_momentum,
+                dtype=encoder.dtype,
+                param_dtype=encoder.param_dtype,
+                group_size=encoder.bn_group_size,
             )
 
         def group_norm(name: str) -> Callable[[jax.Array], jax.Array]:
