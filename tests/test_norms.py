@@ -2,11 +2,11 @@
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
 from flax import linen as nn
 
+from configs import default
 from vdt_jax.models import norms
 from vdt_jax.models.factory import build_model
 from vdt_jax.models.resnet3d import ResNet3D10, norm_factory
@@ -177,9 +177,8 @@ def test_groups_aligned_with_shards_normalise_without_cross_device_communication
 
 
 def test_resnet_and_unet_take_the_group_size_from_the_config():
-    config = ml_collections.ConfigDict(
-        {"depth": 10, "widths": (8, 8, 8, 8), "norm": "batch", "bn_group_size": 2, "conv_impl": "conv3d"}
-    )
+    config = default.model_config()
+    config.update({"depth": 10, "widths": (8, 8, 8, 8), "norm": "batch", "bn_group_size": 2, "conv_impl": "conv3d"})
     model = build_model(config, num_classes=3)
     assert model.bn_group_size == 2
     x = jnp.asarray(np.random.default_rng(7).normal(size=(4, 8, 8, 8, 1)), jnp.float32)
