@@ -24,6 +24,7 @@ from vdt_jax.models.norms import GroupedBatchNorm
 
 ModuleDef = Any
 NORMS = ("batch", "group")
+STAGES = ("stem", "layer1", "layer2", "layer3", "layer4")
 
 
 class BasicBlock(nn.Module):
@@ -88,6 +89,11 @@ class ResNet3D(nn.Module):
       norm: "batch" (synchronised over the global batch under jit) or "group" (32 groups).
       bn_group_size: with norm="batch", BatchNorm statistics over groups of this
         many consecutive examples (`vdt_jax.models.norms`); 0 = the whole batch.
+      frozen_stages: stages ("stem", "layer1".."layer4") whose BatchNorms stay in
+        evaluation mode when training: they normalise with, and never update,
+        their running statistics (the reference's frozen_stages).
+      head_init_std: > 0 initialises the classifier normal(0, std) with zero
+        bias (mmcls' LinearClsHead uses 0.01); 0 keeps Flax's default.
       conv_impl: see `vdt_jax.models.conv`.
       dtype: compute dtype; parameters stay `param_dtype`.
     """
@@ -103,6 +109,8 @@ class ResNet3D(nn.Module):
     norm: str = "batch"
     bn_momentum: float = 0.9
     bn_group_size: int = 0
+    frozen_stages: Sequence[str] = ()
+    head_init_std: float = 0.0
     conv_impl: str = "conv3d"
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
@@ -113,23 +121,26 @@ class ResNet3D(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array | dict[str, jax.Array]:
         conv = functools.partial(Conv3D, impl=self.conv_impl, dtype=self.dtype, param_dtype=self.param_dtype)
-        norm = self._norm_factory(train)
+        unknown = set(self.frozen_stages) - set(STAGES)
+        if unknown:
+            raise ValueError(f"frozen stages {sorted(unknown)} unknown; expected names from {STAGES}")
+        norm = {stage: self._norm_factory(train and stage not in self.frozen_stages) for stage in STAGES}
         features = {}
         x = conv(self.widths[0], self.stem_kernel, self._stride(2 if self.stem_stride else 1), name="conv1")(x)
-        x = nn.relu(norm(name="bn1")(x))
+        x = nn.relu(norm["stem"](name="bn1")(x))
         features["stem"] = x
         x = nn.max_pool(x, (3, 3, 3), strides=self._stride(2), padding=((1, 1),) * 3)
         for stage, (num_blocks, width) in enumerate(zip(self.stage_sizes, self.widths)):
             for i in range(num_blocks):
                 strides = self._stride(self.stage_strides[stage]) if i == 0 else (1, 1, 1)
-                x = self.block_cls(width, strides, conv, norm, name=f"layer{stage + 1}_{i}")(x)
+                x = self.block_cls(width, strides, conv, norm[f"layer{stage + 1}"], name=f"layer{stage + 1}_{i}")(x)
             features[f"layer{stage + 1}"] = x
         if self.num_classes is None:
             return features
         x = jnp.mean(x, axis=(1, 2, 3))
-        return nn.Dense(self.num_classes, dtype=self.dtype, param_dtype=self.param_dtype, name="fc")(x).astype(
-            jnp.float32
-        )
+        init = {"kernel_init": nn.initializers.normal(self.head_init_std)} if self.head_init_std > 0 else {}
+        fc = nn.Dense(self.num_classes, dtype=self.dtype, param_dtype=self.param_dtype, name="fc", **init)
+        return fc(x).astype(jnp.float32)
 
     def _norm_factory(self, train: bool) -> Callable[..., nn.Module]:
         return norm_factory(
