@@ -91,3 +91,13 @@ def test_missing_or_broken_volumes_name_the_manifest_row(manifest, tmp_path):
         writer.writerows(rows)
     with pytest.raises(nifti.NiftiError, match=r"manifest.csv line 5: .*nan.nii.gz: 216 voxel\(s\) are NaN"):
         make_task(config)
+
+
+def test_frozen_stages_reach_the_model_so_their_batchnorm_statistics_stay_fixed(manifest, tmp_path):
+    config = tiny_finetune_config("classification", manifest, str(tmp_path / "cache"), **{"finetune.freeze": ("stem", "layer1")})
+    assert make_task(config).build_model().frozen_stages == ("stem", "layer1")  # see test_resnet3d for their effect
+    config.finetune.freeze = ("encoder",)
+    assert make_task(config).build_model().frozen_stages == ("stem", "layer1", "layer2", "layer3", "layer4")
+    config.eval.tuned_threshold, config.data.class_names = True, ("a", "b", "c")
+    with pytest.raises(ValueError, match="eval.tuned_threshold needs 2 classes"):
+        make_task(config)

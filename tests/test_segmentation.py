@@ -157,4 +157,4 @@ def test_the_reference_recipe_options_end_to_end(dataset, tmp_path):
     bad = tiny_finetune_config("segmentation", dataset, str(tmp_path / "cache"))
     bad.eval.dice = "mean"
     with pytest.raises(ValueError, match="eval.dice must be one of"):
-        make_task(bad, str(tmp_path / "bad")).evaluate(None, None)
+        make_task(bad, str(tmp_path / "bad"))  # before any data is read

@@ -37,6 +37,8 @@ class Classification3DTask(FinetuneTask):
     def __init__(self, config: ml_collections.ConfigDict, output_dir: str | None = None):
         if not config.data.class_names:
             raise ValueError("set data.class_names, e.g. ('benign', 'malignant'): the manifest's labels index them")
+        if config.eval.tuned_threshold and len(config.data.class_names) != 2:
+            raise ValueError(f"eval.tuned_threshold needs 2 classes; data.class_names has {len(config.data.class_names)}")
         super().__init__(config, tuple(config.data.class_names), output_dir)
         data = config.data
         rows = manifests.read_manifest(data_path(config, "a CSV/JSON manifest"), len(self.class_names))

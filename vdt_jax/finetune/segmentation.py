@@ -38,6 +38,7 @@ class SegmentationTask(FinetuneTask):
     """
 
     def __init__(self, config: ml_collections.ConfigDict, output_dir: str | None = None):
+        check_eval_options(config.eval)
         data = config.data
         train, self.eval_cases, names = manifests.read_decathlon(
             data_path(config, "a dataset.json"),
@@ -140,7 +141,6 @@ class SegmentationTask(FinetuneTask):
 
     def evaluate(self, state, mesh) -> dict[str, float]:
         """Dice per case (mean over cases) or pooled over cases (eval.dice), scored on each file's own grid."""
-        check_eval_options(self.config.eval)
         stitchers = {i: sliding_window.Stitcher(p, self.config.eval.weighting) for i, p in enumerate(self._plans())}
         counts: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         for out in self.eval_outputs(state, mesh):
