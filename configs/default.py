@@ -28,6 +28,8 @@ def model_config() -> ml_collections.ConfigDict:
     model.stage_strides = (1, 2, 2, 2)
     model.norm = "batch"
     model.conv_impl = "auto"  # depth_taps on CPU (README "Speed"), conv3d on GPU/TPU (cuDNN, MXU)
+    model.bn_group_size = 0  # BatchNorm statistics per group of N consecutive examples; 0: whole global batch
+    model.head_init_std = 0.0  # > 0: classifier (and UNet head) initialised normal(0, std), bias 0; 0: Flax default
     model.dtype = "float32"
     return model
 
@@ -41,10 +43,14 @@ def optimizer_config() -> ml_collections.ConfigDict:
     optimizer.momentum = 0.9  # sgd
     optimizer.nesterov = False  # sgd
     optimizer.weight_decay = 1e-4  # coupled (added to the gradient), as PyTorch's SGD and Adam do
-    optimizer.schedule = "cosine"  # cosine, constant, step or poly, after a linear warmup
+    optimizer.schedule = "cosine"  # cosine, constant, step or poly, after the warmup
+    optimizer.warmup = "linear"  # "linear" from 0, or "constant": lr x warmup_ratio (mmcv's)
     optimizer.warmup_epochs = 1.0
+    optimizer.warmup_steps = 0  # > 0 overrides warmup_epochs
+    optimizer.warmup_ratio = 0.1  # warmup="constant"
     optimizer.decay_epochs = ()  # step: x0.1 at these epochs
     optimizer.poly_power = 0.9  # poly
+    optimizer.min_lr = 0.0  # where poly and cosine end
     optimizer.label_smoothing = 0.1  # classification losses
     return optimizer
 

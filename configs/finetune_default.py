@@ -47,6 +47,12 @@ def get_config(task: str = "segmentation") -> ml_collections.ConfigDict:
     config.model = default.model_config()  # as the pre-training demo, so its weights load
     config.model.stem_stride = task == "classification"  # the UNet keeps its stem at full resolution
     config.model.depth_stride = True  # isotropic strides for 3D volumes (LIDC, BCV recipes)
+    if task == "segmentation":
+        config.unet = ml_collections.ConfigDict()  # the decoder and head (vdt_jax/models/unet3d.py)
+        config.unet.up_conv_norm = False  # norm + ReLU after each up-block's 1x1x1 conv (the reference's UNetNeck)
+        config.unet.head_channels = 0  # 0: the stem's width
+        config.unet.head_convs = 1  # 3x3x3 conv-norm-ReLU layers in the head
+        config.unet.head_dropout = 0.0  # whole-channel dropout before the classifier (PyTorch's Dropout3d)
 
     config.data = _data(task)
 
@@ -54,12 +60,21 @@ def get_config(task: str = "segmentation") -> ml_collections.ConfigDict:
     config.eval.window = (16, 48, 48)  # sliding window (D, H, W) in model-space voxels
     config.eval.stride = (8, 24, 24)
     config.eval.weighting = "gaussian"  # or "constant"
+    config.eval.average = "probabilities"  # what overlapping windows average: "probabilities" or "logits"
+    config.eval.resize = "labels"  # to the source grid: argmax then nearest ("labels"), or trilinear then argmax ("scores")
+    config.eval.dice = "per_case"  # mean of per-case Dice, or "pooled" over all cases (the reference's mDice3D)
+    config.eval.largest_component = False  # keep only the largest connected foreground component before scoring
+    config.eval.tuned_threshold = False  # classification: also the reference's threshold-tuned metrics (optimistic)
     config.eval.write_predictions = True
     config.eval.figure_slices = 3
 
     config.loss = ml_collections.ConfigDict()
     config.loss.dice_weight = 1.0  # segmentation: dice_weight * (1 - soft Dice) + ce_weight * cross-entropy
     config.loss.ce_weight = 1.0
+    config.loss.dice_denominator = "sum"  # "sum" (sum p + sum g), "squares" or "sum_plus_overlap" (vdt_jax/losses.py)
+    config.loss.dice_per_sample = False  # Dice per example, then the mean; False: pooled over the batch
+    config.loss.dice_background = True  # include class 0 in the Dice mean
+    config.loss.dice_smooth = 1e-5
 
     config.optimizer = default.optimizer_config()
     config.optimizer.name = "adam"
@@ -102,5 +117,11 @@ def _data(task: str) -> ml_collections.ConfigDict:
     data.samples_per_case = 4  # segmentation: crops per case per epoch
     data.max_shift = 3  # classification: random crop-centre shift, voxels
     data.flip_axes = (1, 2) if task == "segmentation" else (0, 1, 2)
+    data.flip_mode = "independent"  # each of flip_axes with p 1/2, or "one_axis": at most one, each outcome equally likely
     data.rotate_planes = () if task == "segmentation" else ((0, 1), (0, 2), (1, 2))  # random 90-degree rotations
+    if task == "segmentation":  # vdt_jax/finetune/slab_crops.py
+        data.crop_sampler = "foreground"  # or the reference's "random_z_crop" (BCV) / "key_slice" (LiTS)
+        data.max_class_ratio = 1.0  # random_z_crop: re-draw while one class fills this share of the slab
+        data.rescale_size = 0  # > 0: random in-plane rescale to rescale_size x ratio (longer side); slab samplers
+        data.rescale_ratio = (1.0, 1.0)  # (low, high) of the uniform ratio
     return data

@@ -7,6 +7,13 @@ Same recipe as imagenet_r3d18.py with the learning rate scaled linearly
 (0.1 per 256 -> 0.4 at 1024) and 5 warmup epochs, as is usual for large
 batches; parameters and optimizer state stay float32. Target: the paper's
 73.07% top-1. Not yet run to completion by this project.
+
+BatchNorm: model.bn_group_size stays 32 (inherited): the statistics noise of
+32-image groups is part of the recipe being reproduced, and it does not depend
+on the batch or device count. With a multiple of 32 examples per device a
+group never spans devices and needs no communication; with fewer (e.g. 1024
+over 64 chips) the group statistics cross devices. Set --config.model.bn_group_size=0
+for statistics over the whole global batch (SyncBN).
 """
 
 import ml_collections

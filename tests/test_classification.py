@@ -33,7 +33,9 @@ def trained(manifest, tmp_path_factory):
     with persistent_compilation_cache(str(tmp_path_factory.mktemp("xla"))):
         config = tiny_finetune_config("classification", manifest, cache)
         first = loop.train_and_evaluate(config, workdir, make_task(config, workdir))
-        config = tiny_finetune_config("classification", manifest, cache, num_train_steps=6)
+        # The resumed run also draws the reference's LIDC flips and reports its threshold-tuned metrics.
+        overrides = {"data.flip_mode": "one_axis", "eval.tuned_threshold": True}
+        config = tiny_finetune_config("classification", manifest, cache, num_train_steps=6, **overrides)
         task = make_task(config, workdir)
         final = loop.train_and_evaluate(config, workdir, task)
     return workdir, first, final, task
@@ -51,6 +53,8 @@ def test_metrics_match_a_recomputation_from_the_checkpoint(trained):
     probs = np.asarray(jax.nn.softmax(task.build_model().apply(variables, images, train=False)))
     assert final["accuracy"] == pytest.approx(np.mean(probs.argmax(-1) == labels), abs=1e-6)
     assert final["auc"] == pytest.approx(metrics.binary_auc(probs[:, 1], labels == 1), abs=1e-5)
+    tuned = metrics.tuned_threshold_metrics(probs, labels)
+    assert {k: final[k] for k in tuned} == pytest.approx(tuned, abs=1e-5) and "tuned/accuracy" not in first
     rows = list(csv.DictReader(open(os.path.join(workdir, "eval_predictions.csv"))))
     assert [int(r["label"]) for r in rows] == labels.tolist()  # manifest order
     np.testing.assert_allclose([float(r["p_malignant"]) for r in rows], probs[:, 1], atol=1e-5)
@@ -86,4 +90,14 @@ def test_missing_or_broken_volumes_name_the_manifest_row(manifest, tmp_path):
         writer.writeheader()
         writer.writerows(rows)
     with pytest.raises(nifti.NiftiError, match=r"manifest.csv line 5: .*nan.nii.gz: 216 voxel\(s\) are NaN"):
+        make_task(config)
+
+
+def test_frozen_stages_reach_the_model_so_their_batchnorm_statistics_stay_fixed(manifest, tmp_path):
+    config = tiny_finetune_config("classification", manifest, str(tmp_path / "cache"), **{"finetune.freeze": ("stem", "layer1")})
+    assert make_task(config).build_model().frozen_stages == ("stem", "layer1")  # see test_resnet3d for their effect
+    config.finetune.freeze = ("encoder",)
+    assert make_task(config).build_model().frozen_stages == ("stem", "layer1", "layer2", "layer3", "layer4")
+    config.eval.tuned_threshold, config.data.class_names = True, ("a", "b", "c")
+    with pytest.raises(ValueError, match="eval.tuned_threshold needs 2 classes"):
         make_task(config)

@@ -9,7 +9,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from configs import finetune_default
 from vdt_jax.finetune import nifti
+from vdt_jax.finetune.volume_cache import Preprocessing
 
 
 def save(path, data, affine, *, slope=1.0, inter=0.0, dtype=None):
@@ -108,6 +110,20 @@ def test_resampling_to_a_target_spacing_and_back(tmp_path):
     plain = nifti.load_image(image_path)[1]
     np.testing.assert_allclose(nifti.world_to_model_index(world[:3], plain), (3, 2, 5), atol=1e-9)
     np.testing.assert_allclose(nifti.world_to_model_index(world[:3], geometry), (6.5, 0.75, 2.25), atol=1e-9)
+
+
+def test_a_zero_target_spacing_keeps_that_axis(tmp_path):
+    data = np.arange(6 * 5 * 4, dtype=np.int16).reshape(6, 5, 4)
+    image_path = save(tmp_path / "img.nii.gz", data, np.diag([0.7, 0.8, 2.5, 1.0]))
+    volume, geometry = nifti.load_image(image_path, target_spacing=(0.0, 0.0, 1.0))  # depth only, as LiTS
+    assert geometry.model_shape == (10, 5, 6) and nifti.model_spacing(geometry) == pytest.approx((1.0, 0.8, 0.7))
+    # In-plane voxels are untouched: the first and last depth slices are the file's own (edges replicated).
+    np.testing.assert_array_equal(volume[0, ..., 0], data[:, :, 0].T)
+    np.testing.assert_array_equal(volume[-1, ..., 0], data[:, :, -1].T)
+    config = finetune_default.get_config().data
+    config.target_spacing = (0.0, 0.0, 0.0)
+    with pytest.raises(ValueError, match="each > 0 or 0 to keep that axis"):
+        Preprocessing.from_config(config, 2)
 
 
 def test_prediction_written_in_the_source_orientation(tmp_path):

@@ -4,8 +4,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import linen as nn
 
+from configs import default
 from vdt_jax.models import resnet3d
+from vdt_jax.models.factory import build_model
+from vdt_jax.models.resnet3d import STAGES
 
 
 def param_count(model, shape=(1, 3, 32, 32, 1)):
@@ -84,3 +88,53 @@ def test_bad_options_raise_clear_errors():
         resnet3d(19)
     with pytest.raises(ValueError, match="unknown norm 'layer'"):
         resnet3d(10, norm="layer").init(jax.random.key(0), jnp.zeros((1, 3, 16, 16, 1)))
+
+
+def _random_variables(model, x, seed=0):
+    """Random parameters and running statistics (a real init costs ~20 s on a shared 2-core CPU)."""
+    shapes = jax.eval_shape(model.init, jax.random.key(0), x[:1])
+    rng = np.random.default_rng(seed)
+    return jax.tree.map(lambda s: jnp.asarray(rng.normal(0, 0.3, s.shape) + (s.ndim == 1), s.dtype), shapes)
+
+
+def test_frozen_stages_keep_their_batchnorm_statistics_and_normalise_with_them():
+    x = jnp.asarray(np.random.default_rng(1).normal(2.0, 3.0, (4, 8, 8, 8, 1)), jnp.float32)
+    frozen = resnet3d(10, num_classes=3, widths=(8, 8, 8, 8), frozen_stages=("stem", "layer1"))
+    plain = resnet3d(10, num_classes=3, widths=(8, 8, 8, 8))
+    variables = _random_variables(plain, x)
+    _, updated = jax.jit(lambda v, x: frozen.apply(v, x, train=True, mutable=["batch_stats"]))(variables, x)
+    before, after = variables["batch_stats"], updated["batch_stats"]
+    for name in ("bn1", "layer1_0"):  # the frozen stages: running statistics untouched
+        jax.tree.map(np.testing.assert_array_equal, after[name], before[name])
+    for name in ("layer2_0", "layer4_0"):  # the others still follow the batch
+        assert not np.allclose(after[name]["bn1"]["mean"], before[name]["bn1"]["mean"])
+    # A frozen stage normalises with its running statistics (evaluation mode), as PyTorch's .eval() does:
+    # with every stage frozen, the training-mode output equals the evaluation-mode output.
+    all_frozen = resnet3d(10, num_classes=3, widths=(8, 8, 8, 8), frozen_stages=STAGES)
+    train_out, _ = all_frozen.apply(variables, x, train=True, mutable=["batch_stats"])
+    np.testing.assert_allclose(train_out, plain.apply(variables, x, train=False), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match=r"frozen stages \['layer9'\] unknown"):
+        resnet3d(10, num_classes=3, frozen_stages=("layer9",)).init(jax.random.key(0), x[:1])
+
+
+def test_build_model_freezes_the_finetune_stages_and_initialises_the_classifier_as_mmcls():
+    config = default.model_config()
+    config.update({"depth": 18, "widths": (64, 128, 256, 512), "head_init_std": 0.01})
+    assert build_model(config, 2, frozen_stages=("encoder",)).frozen_stages == STAGES
+    assert build_model(config, 2, frozen_stages=("stem",)).frozen_stages == ("stem",)
+    kernel = kernel_initializer(build_model(config, 1000), jnp.zeros((1, 3, 32, 32, 1)), "fc")(jax.random.key(0), (512, 1000))
+    assert np.std(np.asarray(kernel)) == pytest.approx(0.01, rel=0.01)
+
+
+def kernel_initializer(model, x, name):
+    """The kernel initializer of submodule `name`, read while tracing `init` (a real init compiles for minutes here)."""
+    found = {}
+
+    def interceptor(next_fun, args, kwargs, context):
+        if context.module.name == name and context.method_name == "__call__":
+            found["init"] = context.module.kernel_init
+        return next_fun(*args, **kwargs)
+
+    with nn.intercept_methods(interceptor):
+        jax.eval_shape(model.init, jax.random.key(0), x)
+    return found["init"]

@@ -9,6 +9,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 from PIL import Image
+from scipy import ndimage
 
 from tests.finetune_fakes import (
     file_stem,
@@ -128,3 +129,32 @@ def test_bad_volumes_stop_the_run_before_training_and_name_the_file(dataset, tmp
     with pytest.raises(nifti.NiftiError, match=r"training\[0\]: .*missing.nii.gz: NIfTI file not found"):
         make_task(config, str(tmp_path / "run"))
     assert not os.path.exists(tmp_path / "run")  # nothing was written
+
+
+@pytest.mark.slow
+def test_the_reference_recipe_options_end_to_end(dataset, tmp_path):
+    """Slab crops with rescale, the reference head and loss, logit averaging, score resizing, post-processing, pooled Dice."""
+    config = tiny_finetune_config(
+        "segmentation", dataset, str(tmp_path / "cache"), num_train_steps=2, checkpoint_every_steps=100
+    )
+    config.data.update(crop_sampler="random_z_crop", max_class_ratio=0.95, rescale_size=24, rescale_ratio=(0.8, 1.2))
+    config.data.update(flip_axes=(0, 2))
+    config.unet.update(up_conv_norm=True, head_channels=4, head_convs=2, head_dropout=0.1)
+    config.loss.update(dice_weight=1.0, ce_weight=0.3, dice_denominator="squares", dice_per_sample=True)
+    config.eval.update(average="logits", resize="scores", dice="pooled", largest_component=True)
+    config.optimizer.update(name="sgd", base_lr=0.02, schedule="poly", min_lr=1e-6)
+    workdir = str(tmp_path / "run")
+    result = loop.train_and_evaluate(config, workdir, make_task(config, workdir))
+    with open(dataset) as f:
+        cases = json.load(f)["validation"]
+    folder, counts = os.path.dirname(dataset), []
+    for case in cases:
+        written = np.asarray(nib.load(os.path.join(workdir, "predictions", file_stem(case["image"]) + ".nii.gz")).dataobj)
+        assert ndimage.label(written > 0)[1] <= 1  # only the largest foreground component is kept
+        counts.append(metrics.dice_counts(written, np.asarray(nib.load(os.path.join(folder, case["label"])).dataobj), 3))
+    # The reported Dice is pooled over the cases, computed from the written files.
+    assert result == pytest.approx(metrics.pooled_dice(counts, ("background", "organ", "lesion")), abs=1e-9)
+    bad = tiny_finetune_config("segmentation", dataset, str(tmp_path / "cache"))
+    bad.eval.dice = "mean"
+    with pytest.raises(ValueError, match="eval.dice must be one of"):
+        make_task(bad, str(tmp_path / "bad"))  # before any data is read

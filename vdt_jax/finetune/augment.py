@@ -80,6 +80,19 @@ def random_flip(arrays: list[np.ndarray], rng: np.random.Generator, axes: Sequen
     return arrays
 
 
+def random_flip_one_axis(arrays: list[np.ndarray], rng: np.random.Generator, axes: Sequence[int]) -> list[np.ndarray]:
+    """Flip along at most one of `axes`: none or each axis with probability 1 / (len(axes) + 1).
+
+    The reference's LIDC transform (after ACS) draws this way: with three axes,
+    no flip and each single-axis flip are 1/4 each.
+    """
+    choice = int(rng.integers(len(axes) + 1)) - 1
+    return arrays if choice < 0 else [np.flip(a, axes[choice]) for a in arrays]
+
+
+FLIP_MODES = {"independent": random_flip, "one_axis": random_flip_one_axis}
+
+
 def random_rot90(arrays: list[np.ndarray], rng: np.random.Generator, planes: Sequence[tuple[int, int]]) -> list[np.ndarray]:
     """Rotate by a random multiple of 90 degrees in each plane whose two sides are equal."""
     for plane in planes:
@@ -96,16 +109,25 @@ ALL_PLANES = ((0, 1), (0, 2), (1, 2))
 
 @dataclasses.dataclass(frozen=True)
 class Augment:
-    """Random flips and 90-degree rotations of 'image' and (if present) 'label' together."""
+    """Random 90-degree rotations, then flips, of 'image' and (if present) 'label' together.
+
+    `flip_mode` "independent" flips each of `flip_axes` with probability 1/2;
+    "one_axis" flips along at most one of them (`random_flip_one_axis`).
+    """
 
     flip_axes: tuple[int, ...] = ()
     rotate_planes: tuple[tuple[int, int], ...] = ()
+    flip_mode: str = "independent"
+
+    def __post_init__(self):
+        if self.flip_mode not in FLIP_MODES:
+            raise ValueError(f"data.flip_mode must be one of {sorted(FLIP_MODES)}; got {self.flip_mode!r}")
 
     def __call__(self, example: Example, rng: np.random.Generator) -> Example:
         keys = [k for k in ("image", "label") if k in example and np.ndim(example[k]) >= 3]
         arrays = [example[k] for k in keys]
         arrays = random_rot90(arrays, rng, self.rotate_planes)
-        arrays = random_flip(arrays, rng, self.flip_axes)
+        arrays = FLIP_MODES[self.flip_mode](arrays, rng, self.flip_axes)
         return {**example, **{k: np.ascontiguousarray(a) for k, a in zip(keys, arrays)}}
 
 

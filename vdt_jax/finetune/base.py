@@ -12,7 +12,8 @@ resume and reporting. The base class adds:
     pre-training workdir when it exists; the report of what was loaded,
     adapted and newly initialised is printed and saved in the output folder;
   - `finetune.freeze`: stages ("stem", "layer1".."layer4", or "encoder") that
-    get no updates (their BatchNorm statistics still follow the new data).
+    get no updates; their BatchNorms run in evaluation mode (running statistics
+    kept fixed), as the reference's frozen_stages do.
 """
 
 from __future__ import annotations
@@ -112,7 +113,9 @@ class FinetuneTask(Task):
     def _augment(self) -> augment.Augment:
         data = self.config.data
         return augment.Augment(
-            flip_axes=tuple(data.flip_axes), rotate_planes=tuple(tuple(plane) for plane in data.rotate_planes)
+            flip_axes=tuple(data.flip_axes),
+            rotate_planes=tuple(tuple(plane) for plane in data.rotate_planes),
+            flip_mode=data.flip_mode,
         )
 
     # ---- model ----

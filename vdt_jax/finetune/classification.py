@@ -24,17 +24,21 @@ class Classification3DTask(FinetuneTask):
     Config fields (besides the loop's): data.path (CSV/JSON manifest) or
     data.synthetic="classification", data.class_names, data.train_split /
     eval_split, data.crop_size, data.max_shift, data.rotate_planes,
-    data.flip_axes, data.train_fraction / fraction_seed, the intensity and
+    data.flip_axes / flip_mode, data.train_fraction / fraction_seed, the intensity and
     spacing fields of `volume_cache.Preprocessing`, and model.* (depth_stride=True for LIDC).
 
     Evaluation gathers every example's class probabilities (`eval_metrics`
     returns them per example) and reports accuracy, ROC AUC and the confusion
-    matrix; `eval_predictions.csv` holds the probabilities.
+    matrix (with eval.tuned_threshold, also the reference's threshold-tuned
+    figures, `metrics.tuned_threshold_metrics`); `eval_predictions.csv` holds
+    the probabilities.
     """
 
     def __init__(self, config: ml_collections.ConfigDict, output_dir: str | None = None):
         if not config.data.class_names:
             raise ValueError("set data.class_names, e.g. ('benign', 'malignant'): the manifest's labels index them")
+        if config.eval.tuned_threshold and len(config.data.class_names) != 2:
+            raise ValueError(f"eval.tuned_threshold needs 2 classes; data.class_names has {len(config.data.class_names)}")
         super().__init__(config, tuple(config.data.class_names), output_dir)
         data = config.data
         rows = manifests.read_manifest(data_path(config, "a CSV/JSON manifest"), len(self.class_names))
@@ -57,7 +61,8 @@ class Classification3DTask(FinetuneTask):
         self.eval_source = ClassificationSource(self.eval_rows, [cached[r.image] for r in self.eval_rows], "eval")
 
     def build_model(self) -> nn.Module:
-        return build_model(self.config.model, num_classes=len(self.class_names))
+        config = self.config
+        return build_model(config.model, num_classes=len(self.class_names), frozen_stages=config.finetune.freeze)
 
     @property
     def num_train_examples(self) -> int:
@@ -109,6 +114,8 @@ class Classification3DTask(FinetuneTask):
         order = np.argsort(np.concatenate(gathered["index"]))  # back to manifest order, whatever the process layout
         probs, labels = np.concatenate(gathered["probs"])[order], np.concatenate(gathered["label"])[order]
         result = metrics.classification_metrics(probs, labels, self.class_names)
+        if self.config.eval.tuned_threshold:
+            result.update(metrics.tuned_threshold_metrics(probs, labels))
         if self.writes_outputs:
             rows = [(row.image, row.where) for row in self.eval_rows]
             outputs.write_classification_results(self.output_dir, rows, probs, labels, result, self.class_names)

@@ -1,9 +1,9 @@
-"""Evaluation metrics on the host (numpy): accuracy, ROC AUC, confusion matrix, Dice."""
+"""Evaluation metrics on the host (numpy): accuracy, ROC AUC, confusion matrix, Dice (per case or pooled)."""
 
 from __future__ import annotations
 
 import numpy as np
-from scipy import stats
+from scipy import ndimage, stats
 
 
 def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, num_classes: int) -> np.ndarray:
@@ -50,15 +50,87 @@ def classification_metrics(probabilities: np.ndarray, labels: np.ndarray, class_
     return out
 
 
-def dice_per_class(prediction: np.ndarray, truth: np.ndarray, num_classes: int) -> np.ndarray:
-    """Dice of each class (index 0 = background) for one volume; NaN where the class is in neither."""
+def dice_counts(prediction: np.ndarray, truth: np.ndarray, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per class (index 0 = background): the overlap |P & G| and the sizes |P| + |G| of one volume, float64."""
     prediction, truth = np.asarray(prediction).ravel(), np.asarray(truth).ravel()
     joint = np.bincount(truth.astype(np.int64) * num_classes + prediction.astype(np.int64), minlength=num_classes**2)
     matrix = joint.reshape(num_classes, num_classes)
-    overlap = np.diag(matrix).astype(np.float64)
-    sizes = matrix.sum(0) + matrix.sum(1)
+    return np.diag(matrix).astype(np.float64), (matrix.sum(0) + matrix.sum(1)).astype(np.float64)
+
+
+def dice_from_counts(overlap: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """2 overlap / sizes per class; NaN where the class is in neither prediction nor truth."""
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(sizes > 0, 2 * overlap / sizes, np.nan)
+
+
+def dice_per_class(prediction: np.ndarray, truth: np.ndarray, num_classes: int) -> np.ndarray:
+    """Dice of each class (index 0 = background) for one volume; NaN where the class is in neither."""
+    return dice_from_counts(*dice_counts(prediction, truth, num_classes))
+
+
+def pooled_dice(counts: list[tuple[np.ndarray, np.ndarray]], class_names: tuple[str, ...]) -> dict[str, float]:
+    """Dice per foreground class over all cases pooled (summed overlaps / summed sizes), and their mean.
+
+    The reference's mDice3D: one Dice per class over the whole evaluation set,
+    so large cases weigh more than in the per-case mean (`summarise_dice`). A
+    class absent from every case and prediction scores 1, as there.
+    """
+    overlap = np.sum([c[0] for c in counts], axis=0)
+    sizes = np.sum([c[1] for c in counts], axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        dice = np.where(sizes > 0, 2 * overlap / sizes, 1.0)
+    out = {"num_examples": float(len(counts))}
+    out.update({f"dice/{name}": float(dice[c]) for c, name in enumerate(class_names) if c > 0})
+    out["mean_dice"] = float(np.mean(dice[1:]))
+    return out
+
+
+def keep_largest_component(labels: np.ndarray) -> np.ndarray:
+    """`labels` with every foreground voxel outside the largest 6-connected foreground component set to 0.
+
+    The reference's LiTS test post-processing: components of the mask of all
+    foreground classes together (scipy's default 3D structure, face neighbours).
+    """
+    components, count = ndimage.label(np.asarray(labels) > 0)
+    if count <= 1:
+        return np.asarray(labels)
+    largest = 1 + int(np.argmax(np.bincount(components.ravel())[1:]))
+    return np.where(components == largest, labels, 0).astype(np.asarray(labels).dtype)
+
+
+def tuned_threshold_metrics(probabilities: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """Binary metrics at the threshold in {0, 0.1, ..., 0.9} that maximises sensitivity + specificity on these data.
+
+    The reference's LIDC evaluation (mmcls `metric='all'`). The threshold is
+    chosen on the very predictions it scores, so these figures are optimistic
+    (a bug there): report them only to compare with the reference's numbers.
+    ROC AUC does not depend on a threshold.
+    """
+    if probabilities.shape[1] != 2:
+        raise ValueError(f"eval.tuned_threshold needs 2 classes; got {probabilities.shape[1]}")
+    scores, positive = probabilities[:, 1], np.asarray(labels) == np.max(labels)
+
+    def rates(threshold: float) -> tuple[float, float, np.ndarray]:
+        predicted = scores > threshold
+        sensitivity = np.sum(predicted & positive) / (np.sum(positive) + 1e-6)
+        specificity = np.sum(~predicted & ~positive) / (np.sum(~positive) + 1e-6)
+        return float(sensitivity), float(specificity), predicted
+
+    best = max(np.arange(0, 1, 0.1), key=lambda t: sum(rates(t)[:2]))  # the first of equal maxima, as there
+    _, specificity, predicted = rates(best)
+    true_positives = float(np.sum(predicted & positive))
+    precision = true_positives / max(float(np.sum(predicted)), 1.0)  # 0 when nothing is predicted, as sklearn
+    sensitivity = true_positives / max(float(np.sum(positive)), 1.0)
+    f1 = 2 * precision * sensitivity / (precision + sensitivity) if precision + sensitivity else 0.0
+    return {
+        "tuned/threshold": float(best),
+        "tuned/accuracy": float(np.mean(predicted == positive)),
+        "tuned/sensitivity": sensitivity,
+        "tuned/specificity": specificity,
+        "tuned/precision": precision,
+        "tuned/f1": f1,
+    }
 
 
 def summarise_dice(per_case: list[np.ndarray], class_names: tuple[str, ...]) -> dict[str, float]:

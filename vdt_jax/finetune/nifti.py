@@ -10,7 +10,8 @@ array, and the same prediction.
 
 Spacing comes from the affine (voxel sizes along each axis), optionally
 resampled to a target spacing given as (x, y, z) millimetres, the order NIfTI
-headers and MONAI's `Spacingd` use. Predictions go back the same way: resampled
+headers and MONAI's `Spacingd` use; a 0 entry keeps that axis's spacing (e.g.
+(0, 0, 1) resamples depth only). Predictions go back the same way: resampled
 to the canonical grid of the file, reoriented to the file's axes and written
 with the file's affine and header, so they overlay the source image in any
 viewer.
@@ -229,11 +230,12 @@ def model_spacing(geometry: Geometry) -> tuple[float, float, float]:
 
 
 def resampled_shape(canonical_shape: Sequence[int], spacing_xyz: Sequence[float], target_xyz: Sequence[float] | None):
-    """(D, H, W) after resampling from `spacing_xyz` to `target_xyz` (None: unchanged)."""
+    """(D, H, W) after resampling from `spacing_xyz` to `target_xyz` (None: unchanged; a 0 entry keeps that axis)."""
     if target_xyz is None:
         return tuple(int(s) for s in canonical_shape)
     spacing = np.asarray(spacing_xyz, np.float64)[list(_TO_MODEL)]
     target = np.asarray(target_xyz, np.float64)[list(_TO_MODEL)]
+    target = np.where(target > 0, target, spacing)  # e.g. (0, 0, 1): depth only, as the LiTS recipe resamples
     return tuple(max(int(round(n * s / t)), 1) for n, s, t in zip(canonical_shape, spacing, target))
 
 
@@ -270,7 +272,7 @@ def load_image(
     Args:
       path: .nii or .nii.gz file.
       channels: channels expected on the 4th axis (a 3D file has one).
-      target_spacing: (x, y, z) mm to resample to, or None.
+      target_spacing: (x, y, z) mm to resample to (0 keeps an axis), or None.
       intensity: windowing and normalisation (after the header's scaling).
 
     Raises:

@@ -12,7 +12,7 @@ from flax import linen as nn
 
 from vdt_jax import losses
 from vdt_jax.data import loading
-from vdt_jax.finetune import augment, manifests, metrics, nifti, outputs, sliding_window
+from vdt_jax.finetune import manifests, metrics, nifti, outputs, resample, slab_crops, sliding_window
 from vdt_jax.finetune.base import FinetuneTask, data_path, log
 from vdt_jax.finetune.volume_cache import SegmentationSource
 from vdt_jax.models.unet3d import build_unet
@@ -24,10 +24,12 @@ class SegmentationTask(FinetuneTask):
 
     Config fields (besides the loop's): data.path (dataset.json) or
     data.synthetic="segmentation", data.train_key / eval_key / num_val_cases,
-    data.crop_size, data.foreground_probability, data.samples_per_case,
-    data.flip_axes, data.rotate_planes, data.train_fraction / fraction_seed,
-    intensity and spacing fields; eval.window / stride / weighting /
-    write_predictions / figure_slices; loss.dice_weight / ce_weight.
+    data.crop_size, data.crop_sampler (`slab_crops`) and its options,
+    data.foreground_probability, data.samples_per_case, data.flip_axes /
+    flip_mode, data.rotate_planes, data.train_fraction / fraction_seed,
+    intensity and spacing fields; unet.*; eval.window / stride / weighting /
+    average / resize / dice / largest_component / write_predictions /
+    figure_slices; loss.*.
 
     Evaluation runs every validation volume through overlapping sliding windows
     (the windows of all volumes form one sharded stream of eval batches),
@@ -36,6 +38,7 @@ class SegmentationTask(FinetuneTask):
     """
 
     def __init__(self, config: ml_collections.ConfigDict, output_dir: str | None = None):
+        check_eval_options(config.eval)
         data = config.data
         train, self.eval_cases, names = manifests.read_decathlon(
             data_path(config, "a dataset.json"),
@@ -54,7 +57,8 @@ class SegmentationTask(FinetuneTask):
         self.train_source = SegmentationSource(self.train_volumes, data.samples_per_case, "train")
 
     def build_model(self) -> nn.Module:
-        return build_unet(self.config.model, num_classes=len(self.class_names))
+        config = self.config
+        return build_unet(config.model, config.unet, len(self.class_names), frozen_stages=config.finetune.freeze)
 
     def _backbone_prefix(self) -> tuple[str, ...]:
         return (pretrained.BACKBONE_KEY,)
@@ -64,13 +68,21 @@ class SegmentationTask(FinetuneTask):
         return len(self.train_source)
 
     def train_iterator(self, *, seed: int, per_process_batch: int):
-        data = self.config.data
-        crop = augment.RandomForegroundCrop(data.crop_size, data.foreground_probability, self._augment())
+        crop = slab_crops.train_crop(self.config.data, self._augment())
         return self._loader(self.train_source, crop, seed=seed, per_process_batch=per_process_batch)
 
     def loss(self, outputs, batch):
-        weights = self.config.loss
-        return losses.dice_ce_loss(outputs, batch["label"], dice_weight=weights.dice_weight, ce_weight=weights.ce_weight)
+        loss = self.config.loss
+        return losses.dice_ce_loss(
+            outputs,
+            batch["label"],
+            dice_weight=loss.dice_weight,
+            ce_weight=loss.ce_weight,
+            dice_denominator=loss.dice_denominator,
+            dice_per_sample=loss.dice_per_sample,
+            dice_background=loss.dice_background,
+            dice_smooth=loss.dice_smooth,
+        )
 
     # ---- sliding-window evaluation ----
     def _plans(self) -> list[sliding_window.WindowPlan]:
@@ -119,39 +131,65 @@ class SegmentationTask(FinetuneTask):
         )
 
     def eval_metrics(self, outputs, batch):
-        """Per-window class probabilities with their case, start and mask (stitched on the host by `evaluate`)."""
-        return {"probs": jax.nn.softmax(outputs), "case": batch["case"], "start": batch["start"], "mask": batch["mask"]}
+        """Per-window class scores with their case, start and mask (stitched on the host by `evaluate`).
+
+        The scores are probabilities, or logits with eval.average="logits" (the
+        reference averages logits over overlapping windows).
+        """
+        scores = outputs if self.config.eval.average == "logits" else jax.nn.softmax(outputs)
+        return {"scores": scores, "case": batch["case"], "start": batch["start"], "mask": batch["mask"]}
 
     def evaluate(self, state, mesh) -> dict[str, float]:
+        """Dice per case (mean over cases) or pooled over cases (eval.dice), scored on each file's own grid."""
         stitchers = {i: sliding_window.Stitcher(p, self.config.eval.weighting) for i, p in enumerate(self._plans())}
-        dice: dict[int, np.ndarray] = {}
+        counts: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         for out in self.eval_outputs(state, mesh):
             rows = loading.unpadded(out)
-            for probs, case, start in zip(rows["probs"], rows["case"], rows["start"]):
+            for scores, case, start in zip(rows["scores"], rows["case"], rows["start"]):
                 stitcher = stitchers[int(case)]
-                stitcher.add(start, probs)
+                stitcher.add(start, scores)
                 if stitcher.complete:
-                    dice[int(case)] = self._finish_case(int(case), stitchers.pop(int(case)).result())
-        per_case = [dice[i] for i in range(len(self.eval_volumes))]
-        result = metrics.summarise_dice(per_case, self.class_names)
+                    counts[int(case)] = self._finish_case(int(case), stitchers.pop(int(case)).result())
+        per_case_counts = [counts[i] for i in range(len(self.eval_volumes))]
+        per_case = [metrics.dice_from_counts(*c) for c in per_case_counts]
+        if self.config.eval.dice == "pooled":
+            result = metrics.pooled_dice(per_case_counts, self.class_names)
+        else:
+            result = metrics.summarise_dice(per_case, self.class_names)
         if self._writes_predictions:
             images = [case.image for case in self.eval_cases]
             outputs.write_dice_table(self.output_dir, images, per_case, result, self.class_names)
         return result
 
-    def _finish_case(self, case: int, probs: np.ndarray) -> np.ndarray:
-        """Score one stitched case at the source resolution and write its prediction; returns per-class Dice."""
-        volume = self.eval_volumes[case]
-        prediction = probs.argmax(-1).astype(np.uint8)
-        at_source = nifti.resize(prediction, volume.geometry.canonical_shape, order=0)
-        dice = metrics.dice_per_class(at_source, volume.label_at_source_resolution(), len(self.class_names))
+    def _finish_case(self, case: int, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Score one stitched case at the source resolution and write its prediction; returns `metrics.dice_counts`."""
+        volume, options = self.eval_volumes[case], self.config.eval
+        prediction = scores.argmax(-1).astype(np.uint8)
+        if options.resize == "scores":  # as the reference: resize the averaged scores, then argmax
+            at_source = resample.resized_argmax(scores, volume.geometry.canonical_shape)
+        else:
+            at_source = nifti.resize(prediction, volume.geometry.canonical_shape, order=0)
+        if options.largest_component:
+            prediction, at_source = metrics.keep_largest_component(prediction), metrics.keep_largest_component(at_source)
+        counts = metrics.dice_counts(at_source, volume.label_at_source_resolution(), len(self.class_names))
+        dice = metrics.dice_from_counts(*counts)
         if self._writes_predictions:
             folder = os.path.join(self.output_dir, "predictions")
             name = outputs.case_name(self.eval_cases[case].image)
             figure_slices = self.config.eval.figure_slices
             outputs.write_case_prediction(folder, name, volume, prediction, at_source, dice, self.class_names, figure_slices)
-        return dice
+        return counts
 
     @property
     def _writes_predictions(self) -> bool:
         return self.writes_outputs and self.config.eval.write_predictions
+
+
+EVAL_OPTIONS = {"average": ("probabilities", "logits"), "resize": ("labels", "scores"), "dice": ("per_case", "pooled")}
+
+
+def check_eval_options(eval_config: ml_collections.ConfigDict) -> None:
+    """Raise a ValueError naming the field for an unknown eval.average / resize / dice value."""
+    for field, allowed in EVAL_OPTIONS.items():
+        if eval_config[field] not in allowed:
+            raise ValueError(f"eval.{field} must be one of {allowed}; got {eval_config[field]!r}")

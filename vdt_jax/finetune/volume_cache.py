@@ -40,10 +40,12 @@ class Preprocessing:
 
     @classmethod
     def from_config(cls, data_config: Any, num_classes: int) -> "Preprocessing":
-        """From data.in_channels, target_spacing (() keeps each file's), the intensity fields and label_map."""
+        """From data.in_channels, target_spacing (() keeps each file's; a 0 entry keeps that axis), the intensity fields and label_map."""
         spacing = tuple(float(s) for s in data_config.target_spacing)
-        if spacing and (len(spacing) != 3 or min(spacing) <= 0):
-            raise ValueError(f"data.target_spacing must be () or three positive (x, y, z) mm; got {spacing}")
+        if spacing and (len(spacing) != 3 or min(spacing) < 0 or max(spacing) == 0):
+            raise ValueError(
+                f"data.target_spacing must be () or three (x, y, z) mm, each > 0 or 0 to keep that axis; got {spacing}"
+            )
         return cls(
             channels=int(data_config.in_channels),
             target_spacing=spacing or None,

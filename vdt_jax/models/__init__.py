@@ -1,6 +1,7 @@
-"""Networks: 3D ResNets (the pre-training backbone) and the one Conv3D they share."""
+"""Networks: 3D ResNets (the pre-training backbone), the one Conv3D they share, and GroupedBatchNorm."""
 
 from vdt_jax.models.conv import Conv3D
+from vdt_jax.models.norms import GroupedBatchNorm
 from vdt_jax.models.resnet3d import (
     DEPTHS,
     BasicBlock,

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import jax.numpy as jnp
 import ml_collections
 
-from vdt_jax.models.resnet3d import ResNet3D, resnet3d
+from vdt_jax.models.resnet3d import STAGES, ResNet3D, resnet3d
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
@@ -17,13 +19,17 @@ def compute_dtype(name: str):
     return DTYPES[name]
 
 
-def build_model(model_config: ml_collections.ConfigDict, num_classes: int | None) -> ResNet3D:
+def build_model(
+    model_config: ml_collections.ConfigDict, num_classes: int | None, frozen_stages: Sequence[str] = ()
+) -> ResNet3D:
     """The 3D ResNet described by `model_config` (configs/default.py: `model_config()` lists the fields).
 
     Args:
       model_config: depth, widths, stem_stride, depth_stride, stage_strides,
-        norm, conv_impl, dtype.
+        norm, bn_group_size, head_init_std, conv_impl, dtype.
       num_classes: classifier size, or None for the multi-scale feature backbone.
+      frozen_stages: stages whose BatchNorm statistics stay fixed in training
+        (finetune.freeze; "encoder" means every stage).
     """
     return resnet3d(
         int(model_config.depth),
@@ -33,6 +39,9 @@ def build_model(model_config: ml_collections.ConfigDict, num_classes: int | None
         depth_stride=bool(model_config.depth_stride),
         stage_strides=tuple(model_config.stage_strides),
         norm=model_config.norm,
+        bn_group_size=int(model_config.bn_group_size),
+        frozen_stages=tuple(STAGES) if "encoder" in frozen_stages else tuple(frozen_stages),
+        head_init_std=float(model_config.head_init_std),
         conv_impl=model_config.conv_impl,
         dtype=compute_dtype(model_config.dtype),
     )

@@ -20,9 +20,11 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from vdt_jax.models.conv import Conv3D
+from vdt_jax.models.norms import GroupedBatchNorm
 
 ModuleDef = Any
 NORMS = ("batch", "group")
+STAGES = ("stem", "layer1", "layer2", "layer3", "layer4")
 
 
 class BasicBlock(nn.Module):
@@ -85,6 +87,13 @@ class ResNet3D(nn.Module):
       depth_stride: stride depth like height and width everywhere.
       stage_strides: in-plane stride of each stage's first block.
       norm: "batch" (synchronised over the global batch under jit) or "group" (32 groups).
+      bn_group_size: with norm="batch", BatchNorm statistics over groups of this
+        many consecutive examples (`vdt_jax.models.norms`); 0 = the whole batch.
+      frozen_stages: stages ("stem", "layer1".."layer4") whose BatchNorms stay in
+        evaluation mode when training: they normalise with, and never update,
+        their running statistics (the reference's frozen_stages).
+      head_init_std: > 0 initialises the classifier normal(0, std) with zero
+        bias (mmcls' LinearClsHead uses 0.01); 0 keeps Flax's default.
       conv_impl: see `vdt_jax.models.conv`.
       dtype: compute dtype; parameters stay `param_dtype`.
     """
@@ -99,6 +108,9 @@ class ResNet3D(nn.Module):
     stage_strides: Sequence[int] = (1, 2, 2, 2)
     norm: str = "batch"
     bn_momentum: float = 0.9
+    bn_group_size: int = 0
+    frozen_stages: Sequence[str] = ()
+    head_init_std: float = 0.0
     conv_impl: str = "conv3d"
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
@@ -109,33 +121,55 @@ class ResNet3D(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array | dict[str, jax.Array]:
         conv = functools.partial(Conv3D, impl=self.conv_impl, dtype=self.dtype, param_dtype=self.param_dtype)
-        norm = self._norm_factory(train)
+        unknown = set(self.frozen_stages) - set(STAGES)
+        if unknown:
+            raise ValueError(f"frozen stages {sorted(unknown)} unknown; expected names from {STAGES}")
+        norm = {stage: self._norm_factory(train and stage not in self.frozen_stages) for stage in STAGES}
         features = {}
         x = conv(self.widths[0], self.stem_kernel, self._stride(2 if self.stem_stride else 1), name="conv1")(x)
-        x = nn.relu(norm(name="bn1")(x))
+        x = nn.relu(norm["stem"](name="bn1")(x))
         features["stem"] = x
         x = nn.max_pool(x, (3, 3, 3), strides=self._stride(2), padding=((1, 1),) * 3)
         for stage, (num_blocks, width) in enumerate(zip(self.stage_sizes, self.widths)):
             for i in range(num_blocks):
                 strides = self._stride(self.stage_strides[stage]) if i == 0 else (1, 1, 1)
-                x = self.block_cls(width, strides, conv, norm, name=f"layer{stage + 1}_{i}")(x)
+                x = self.block_cls(width, strides, conv, norm[f"layer{stage + 1}"], name=f"layer{stage + 1}_{i}")(x)
             features[f"layer{stage + 1}"] = x
         if self.num_classes is None:
             return features
         x = jnp.mean(x, axis=(1, 2, 3))
-        return nn.Dense(self.num_classes, dtype=self.dtype, param_dtype=self.param_dtype, name="fc")(x).astype(
-            jnp.float32
-        )
+        init = {"kernel_init": nn.initializers.normal(self.head_init_std)} if self.head_init_std > 0 else {}
+        fc = nn.Dense(self.num_classes, dtype=self.dtype, param_dtype=self.param_dtype, name="fc", **init)
+        return fc(x).astype(jnp.float32)
 
     def _norm_factory(self, train: bool) -> Callable[..., nn.Module]:
-        return norm_factory(self.norm, train, momentum=self.bn_momentum, dtype=self.dtype, param_dtype=self.param_dtype)
+        return norm_factory(
+            self.norm,
+            train,
+            momentum=self.bn_momentum,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            group_size=self.bn_group_size,
+        )
 
 
-def norm_factory(kind: str, train: bool, *, momentum: float, dtype: Any, param_dtype: Any) -> Callable[..., nn.Module]:
-    """Norm layer constructor: BatchNorm (eps 1e-5, running stats in eval) or GroupNorm with 32 groups."""
+def norm_factory(
+    kind: str, train: bool, *, momentum: float, dtype: Any, param_dtype: Any, group_size: int = 0
+) -> Callable[..., nn.Module]:
+    """Norm layer constructor: BatchNorm (eps 1e-5, running stats in eval) or GroupNorm with 32 groups.
+
+    `group_size` > 0 (BatchNorm only) computes training statistics per group of
+    that many consecutive examples (`GroupedBatchNorm`); 0 uses the whole batch.
+    """
+    if group_size is not None and group_size < 0:
+        raise ValueError(f"model.bn_group_size must be >= 0 (0: the whole batch), got {group_size}")
+    if group_size and kind != "batch":
+        raise ValueError(f"model.bn_group_size={group_size} applies to norm='batch' only, not norm={kind!r}; set it to 0")
     if kind == "batch":
+        grouped = {"group_size": group_size} if group_size else {}
         return functools.partial(
-            nn.BatchNorm,
+            GroupedBatchNorm if group_size else nn.BatchNorm,
+            **grouped,
             use_running_average=not train,
             momentum=momentum,
             epsilon=1e-5,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import optax
 
@@ -16,26 +17,44 @@ def learning_rate(config: ml_collections.ConfigDict, batch_size: int) -> float:
     return config.base_lr
 
 
+WARMUPS = ("linear", "constant")
+
+
 def make_schedule(config: ml_collections.ConfigDict, *, peak_lr: float, total_steps: int, steps_per_epoch: int) -> optax.Schedule:
-    """Linear warmup, then "cosine" (to 0), "constant", "step" (x0.1 at `decay_epochs`) or "poly" decay."""
-    warmup = int(config.warmup_epochs * steps_per_epoch)
+    """A warmup, then "cosine", "constant", "step" (x0.1 at `decay_epochs`) or "poly" decay to `min_lr`.
+
+    Warmup lasts `warmup_steps` (if > 0) or `warmup_epochs`. "linear" rises from
+    0 to the peak and the decay runs over the remaining steps; "constant" is
+    mmcv's: the decay schedule runs from step 0 and is multiplied by
+    `warmup_ratio` during the warmup (the reference's LIDC recipe: lr x 0.1 for
+    50 iterations).
+    """
+    if config.warmup not in WARMUPS:
+        raise ValueError(f"unknown optimizer.warmup {config.warmup!r}; expected one of {WARMUPS}")
+    warmup = config.warmup_steps if config.warmup_steps > 0 else int(config.warmup_epochs * steps_per_epoch)
     warmup = min(warmup, max(total_steps - 1, 0))
-    rest = max(total_steps - warmup, 1)
+    if config.warmup == "constant":
+        decay = _decay(config, peak_lr, total_steps, steps_per_epoch, start=0)
+        return lambda step: decay(step) * jnp.where(step < warmup, config.warmup_ratio, 1.0)
+    decay = _decay(config, peak_lr, max(total_steps - warmup, 1), steps_per_epoch, start=warmup)
+    if warmup == 0:
+        return decay
+    return optax.join_schedules([optax.linear_schedule(0.0, peak_lr, warmup), decay], [warmup])
+
+
+def _decay(config: ml_collections.ConfigDict, peak_lr: float, steps: int, steps_per_epoch: int, start: int) -> optax.Schedule:
+    """The decay part of the schedule over `steps` steps, beginning at global step `start`."""
     kind = config.schedule
     if kind == "cosine":
-        main = optax.cosine_decay_schedule(peak_lr, rest)
-    elif kind == "constant":
-        main = optax.constant_schedule(peak_lr)
-    elif kind == "step":
-        boundaries = {int(e * steps_per_epoch) - warmup: 0.1 for e in config.decay_epochs}
-        main = optax.piecewise_constant_schedule(peak_lr, {b: s for b, s in boundaries.items() if b > 0})
-    elif kind == "poly":
-        main = optax.polynomial_schedule(peak_lr, 0.0, config.poly_power, rest)
-    else:
-        raise ValueError(f"unknown optimizer.schedule {kind!r}; expected cosine, constant, step or poly")
-    if warmup == 0:
-        return main
-    return optax.join_schedules([optax.linear_schedule(0.0, peak_lr, warmup), main], [warmup])
+        return optax.cosine_decay_schedule(peak_lr, steps, alpha=config.min_lr / peak_lr if peak_lr else 0.0)
+    if kind == "constant":
+        return optax.constant_schedule(peak_lr)
+    if kind == "step":
+        boundaries = {int(e * steps_per_epoch) - start: 0.1 for e in config.decay_epochs}
+        return optax.piecewise_constant_schedule(peak_lr, {b: s for b, s in boundaries.items() if b > 0})
+    if kind == "poly":
+        return optax.polynomial_schedule(peak_lr, config.min_lr, config.poly_power, steps)
+    raise ValueError(f"unknown optimizer.schedule {kind!r}; expected cosine, constant, step or poly")
 
 
 def make_optimizer(

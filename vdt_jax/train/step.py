@@ -28,10 +28,13 @@ def train_step(
     """One optimizer step on one global batch; `rng` is folded with the step number."""
     step_rng = jax.random.fold_in(rng, state.step)
     inputs = task.prepare_inputs(batch, step_rng, train=True)
+    dropout_rng = jax.random.fold_in(step_rng, 1)  # for models with dropout; others ignore it
 
     def loss_fn(params):
         variables = {"params": params, "batch_stats": state.batch_stats}
-        outputs, updates = state.apply_fn(variables, inputs, train=True, mutable=["batch_stats"])
+        outputs, updates = state.apply_fn(
+            variables, inputs, train=True, mutable=["batch_stats"], rngs={"dropout": dropout_rng}
+        )
         loss, metrics = task.loss(outputs, batch)
         return loss, (metrics, updates.get("batch_stats", state.batch_stats))
 
