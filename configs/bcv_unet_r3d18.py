@@ -5,8 +5,9 @@
         --config.init_from=/weights/res3d18_imagenet_BN_73.07-5ff2ecb7.pth
 
 dataset.json in the MSD layout with UNETR's split ("training": 24 CTs,
-"validation": 6) and 14 labels (background + 13 organs). Recipe (REFERENCE.md,
-"Downstream recipes"): encoder stem without stride (full resolution), isotropic
+"validation": 6) and 14 labels (background + 13 organs). Recipe (the paper,
+arXiv 2201.01426, and its reference code, urmagicsmine/CSPR on GitHub):
+encoder stem without stride (full resolution), isotropic
 max-pool and stage strides, 4 up-blocks and an FCN head, Dice + 0.3 CE,
 foreground-aware crops of 32x256x256 (D x H x W), sliding-window test with
 window (32, 256, 256) and stride (12, 128, 128), SGD lr 0.02 momentum 0.9 weight

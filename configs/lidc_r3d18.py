@@ -6,8 +6,9 @@
 
 The manifest lists nodule volumes (or pre-cut patches) with labels 0 = benign,
 1 = malignant, a split column and optionally the nodule centre x,y,z in world
-millimetres (see vdt_jax/finetune/manifests.py). Recipe (REFERENCE.md,
-"Downstream recipes"): depth-strided ResNet-18 ("consistent with ACS"), 48^3
+millimetres (see vdt_jax/finetune/manifests.py). Recipe (the paper,
+arXiv 2201.01426, and its reference code, urmagicsmine/CSPR on GitHub):
+depth-strided ResNet-18 ("consistent with ACS"), 48^3
 crops with random centre shifts of +-5 voxels, random 90-degree rotations in the
 three planes and axis flips, intensity (x - 99) / 77, Adam lr 5e-4, weight decay
 1e-4, x0.1 at epochs 30/60/90, 100 epochs, batch 32 x 4 GPUs. Expected: the

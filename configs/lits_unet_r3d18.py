@@ -7,7 +7,8 @@
 Works with the Medical Segmentation Decathlon's Task03_Liver (= LiTS) dataset.json:
 its tumour label 2 is merged into the liver (data.label_map), and 20 of its
 training cases are held out for validation (data.num_val_cases; it has no
-"validation" list). Recipe (REFERENCE.md, "Downstream recipes"): as BCV (UNet,
+"validation" list). Recipe (the paper, arXiv 2201.01426, and its
+reference code, urmagicsmine/CSPR on GitHub): as BCV (UNet,
 stem without stride, sliding window (32, 256, 256) stride (12, 128, 128)) with 2
 classes, HU window width 450 centre 25, Adam lr 1e-4, poly decay. Spacing, step
 count and batch size are not given by the reference and are choices. Expected:

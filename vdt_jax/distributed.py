@@ -28,6 +28,8 @@ from typing import Mapping, Sequence
 
 from absl import flags, logging
 
+from vdt_jax.errors import UserError
+
 MODES = ("auto", "on", "off")
 _ENV = {
     "mode": "VDT_DISTRIBUTED",
@@ -51,7 +53,7 @@ flags.DEFINE_list(
 )
 
 
-class DistributedConfigError(ValueError):
+class DistributedConfigError(UserError, ValueError):
     """The multi-process settings are incomplete or inconsistent."""
 
 

@@ -15,8 +15,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from absl import app, flags
+from absl import flags
 
+from vdt_jax import entrypoint
 from vdt_jax.benchmarks.common import time_interleaved
 from vdt_jax.models import resnet3d
 from vdt_jax.models.conv import IMPLEMENTATIONS
@@ -63,4 +64,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    entrypoint.run(main)

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import jax
 import numpy as np
-from absl import app, flags
+from absl import flags
 
-from vdt_jax import vdt
+from vdt_jax import entrypoint, vdt
 from vdt_jax.benchmarks.common import time_interleaved
 
 flags.DEFINE_integer("batch", 256, "Images per batch.")
@@ -44,4 +44,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    entrypoint.run(main)

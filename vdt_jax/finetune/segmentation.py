@@ -38,7 +38,7 @@ class SegmentationTask(FinetuneTask):
     def __init__(self, config: ml_collections.ConfigDict, output_dir: str | None = None):
         data = config.data
         train, self.eval_cases, names = manifests.read_decathlon(
-            data_path(config, "a dataset.json"),
+            data_path(config),
             train_key=data.train_key,
             eval_key=data.eval_key,
             num_val_cases=data.num_val_cases,

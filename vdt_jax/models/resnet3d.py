@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
+from vdt_jax.errors import ConfigError
 from vdt_jax.models.conv import Conv3D
 
 ModuleDef = Any
@@ -144,7 +145,7 @@ def norm_factory(kind: str, train: bool, *, momentum: float, dtype: Any, param_d
         )
     if kind == "group":
         return functools.partial(nn.GroupNorm, num_groups=32, epsilon=1e-5, dtype=dtype, param_dtype=param_dtype)
-    raise ValueError(f"unknown norm {kind!r}; expected one of {NORMS}")
+    raise ConfigError(f"unknown norm {kind!r}; expected one of {NORMS}")
 
 ResNet3D10 = functools.partial(ResNet3D, stage_sizes=(1, 1, 1, 1), block_cls=BasicBlock)
 ResNet3D18 = functools.partial(ResNet3D, stage_sizes=(2, 2, 2, 2), block_cls=BasicBlock)
@@ -159,5 +160,5 @@ DEPTHS = {10: ResNet3D10, 18: ResNet3D18, 34: ResNet3D34, 50: ResNet3D50, 101: R
 def resnet3d(depth: int, **kwargs: Any) -> ResNet3D:
     """The 3D ResNet of the given depth (10, 18, 34, 50, 101 or 152)."""
     if depth not in DEPTHS:
-        raise ValueError(f"no 3D ResNet of depth {depth}; choose one of {sorted(DEPTHS)}")
+        raise ConfigError(f"no 3D ResNet of depth {depth}; choose one of {sorted(DEPTHS)}")
     return DEPTHS[depth](**kwargs)

@@ -8,6 +8,8 @@ import jax
 import ml_collections
 import optax
 
+from vdt_jax.errors import ConfigError
+
 
 def learning_rate(config: ml_collections.ConfigDict, batch_size: int) -> float:
     """Peak learning rate: `base_lr` is per 256 examples and scales linearly (Goyal et al.)."""
@@ -32,7 +34,7 @@ def make_schedule(config: ml_collections.ConfigDict, *, peak_lr: float, total_st
     elif kind == "poly":
         main = optax.polynomial_schedule(peak_lr, 0.0, config.poly_power, rest)
     else:
-        raise ValueError(f"unknown optimizer.schedule {kind!r}; expected cosine, constant, step or poly")
+        raise ConfigError(f"unknown optimizer.schedule {kind!r}; expected cosine, constant, step or poly")
     if warmup == 0:
         return main
     return optax.join_schedules([optax.linear_schedule(0.0, peak_lr, warmup), main], [warmup])
@@ -69,5 +71,5 @@ def _base_optimizer(config: ml_collections.ConfigDict, schedule: optax.Schedule)
     elif name == "adamw":
         return optax.adamw(schedule, weight_decay=config.weight_decay)
     else:
-        raise ValueError(f"unknown optimizer.name {name!r}; expected sgd, adam or adamw")
+        raise ConfigError(f"unknown optimizer.name {name!r}; expected sgd, adam or adamw")
     return optax.chain(decay, base)
