@@ -47,7 +47,7 @@ steps=(
   "$fetch"
   "sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv"
   "python3 -m venv \$HOME/vdt-venv && \$HOME/vdt-venv/bin/pip install -q -U pip"
-  "\$HOME/vdt-venv/bin/pip install -q -e \"$code[gcs]\" 'jax[tpu]>=0.10.2,<0.11'"
+  "\$HOME/vdt-venv/bin/pip install -q -e \"${code}[gcs]\" 'jax[tpu]>=0.10.2,<0.11'"
   # gcsfuse from Google's apt repository (https://cloud.google.com/storage/docs/cloud-storage-fuse/install)
   "curl -fsSL https://packages.cloud.google.com/apt/doc/apt-key.gpg | sudo tee /usr/share/keyrings/cloud.google.asc >/dev/null"
   "echo \"deb [signed-by=/usr/share/keyrings/cloud.google.asc] https://packages.cloud.google.com/apt gcsfuse-\$(lsb_release -cs) main\" | sudo tee /etc/apt/sources.list.d/gcsfuse.list >/dev/null"

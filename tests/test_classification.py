@@ -87,3 +87,24 @@ def test_missing_or_broken_volumes_name_the_manifest_row(manifest, tmp_path):
         writer.writerows(rows)
     with pytest.raises(nifti.NiftiError, match=r"manifest.csv line 5: .*nan.nii.gz: 216 voxel\(s\) are NaN"):
         make_task(config)
+
+
+def test_a_given_data_path_is_used_even_when_the_config_names_synthetic_data(manifest, tmp_path, monkeypatch):
+    from vdt_jax.errors import UserError
+
+    def no_generation(*args, **kwargs):
+        raise AssertionError("the synthetic generator ran although data.path was given")
+
+    monkeypatch.setattr(synthetic, "ensure_dataset", no_generation)
+    config = tiny_finetune_config("classification", manifest, str(tmp_path / "cache"), **{"data.synthetic": "classification"})
+    task = make_task(config)
+    with open(manifest) as f:
+        rows = list(csv.DictReader(f))
+    assert len(task.train_rows) == sum(r["split"] == "train" for r in rows) == 8
+    assert len(task.eval_rows) == sum(r["split"] == "val" for r in rows) == 6
+    config.data.path = str(tmp_path / "missing.csv")
+    with pytest.raises(UserError, match="no such file"):
+        make_task(config)
+    config.data.path, config.data.synthetic = "", ""
+    with pytest.raises(UserError, match="set --config.data.path to a CSV/JSON manifest"):
+        make_task(config)

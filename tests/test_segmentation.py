@@ -128,3 +128,19 @@ def test_bad_volumes_stop_the_run_before_training_and_name_the_file(dataset, tmp
     with pytest.raises(nifti.NiftiError, match=r"training\[0\]: .*missing.nii.gz: NIfTI file not found"):
         make_task(config, str(tmp_path / "run"))
     assert not os.path.exists(tmp_path / "run")  # nothing was written
+
+
+def test_a_given_data_path_is_used_even_when_the_config_names_synthetic_data(dataset, tmp_path, monkeypatch):
+    def no_generation(*args, **kwargs):
+        raise AssertionError("the synthetic generator ran although data.path was given")
+
+    monkeypatch.setattr(synthetic, "ensure_dataset", no_generation)
+    config = tiny_finetune_config("segmentation", dataset, str(tmp_path / "cache"), **{"data.synthetic": "segmentation"})
+    task = make_task(config)
+    assert [file_stem(c.image) for c in task.eval_cases] == ["case_004", "twin_lps"]  # the cases of `dataset`
+    assert len(task.train_cases) == 4
+    config.data.path = str(tmp_path / "missing.json")
+    from vdt_jax.errors import UserError
+
+    with pytest.raises(UserError, match=f"--config.data.path={tmp_path / 'missing.json'}: no such file"):
+        make_task(config)

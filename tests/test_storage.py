@@ -65,7 +65,7 @@ def emulator():
     process.wait()
 
 
-def _pretrain(workdir: str, data_dir, env: dict, steps: int) -> subprocess.Popen:
+def _pretrain(workdir: str, data_dir, env: dict, steps: int, log_path) -> subprocess.Popen:
     args = [
         sys.executable, "-m", "vdt_jax.pretrain", f"--workdir={workdir}",
         "--config.data.name=vdt_shapes/tiny", f"--config.data.data_dir={data_dir}",
@@ -76,7 +76,8 @@ def _pretrain(workdir: str, data_dir, env: dict, steps: int) -> subprocess.Popen
     ]  # fmt: skip
     environment = {**os.environ, **env, "PYTHONPATH": REPO, "JAX_PLATFORMS": "cpu",
                    "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}  # fmt: skip
-    return subprocess.Popen(args, cwd=REPO, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    log = open(log_path, "w")  # a file, not a pipe: nobody reads a pipe while the run goes on, and a full one blocks it
+    return subprocess.Popen(args, cwd=REPO, env=environment, stdout=log, stderr=subprocess.STDOUT)
 
 
 def _committed_steps(port: int, prefix: str) -> list[int]:
@@ -88,23 +89,25 @@ def _committed_steps(port: int, prefix: str) -> list[int]:
     return sorted(int(n.split("/")[-2]) for n in names if n.endswith("commit_success.txt") and n.count("/") == 3)
 
 
-def test_a_gs_workdir_run_is_killed_and_resumes_from_its_bucket(emulator, data_dir):
+def test_a_gs_workdir_run_is_killed_and_resumes_from_its_bucket(emulator, data_dir, tmp_path):
     port, prefix = emulator, "killed_run"
     workdir, env = f"gs://{gcs_emulator.BUCKET}/{prefix}", gcs_emulator.environment(emulator)
-    run = _pretrain(workdir, data_dir, env, steps=8)
-    deadline = time.monotonic() + 600
-    while not any(step >= 2 for step in _committed_steps(port, prefix)):
-        assert run.poll() is None, run.communicate()[1][-3000:]
-        assert time.monotonic() < deadline, "no checkpoint reached the bucket"
-        time.sleep(1.0)
-    run.send_signal(signal.SIGKILL)  # as the OOM killer or a lost VM would
-    run.communicate()
+    run = _pretrain(workdir, data_dir, env, 8, tmp_path / "killed.log")
+    deadline = time.monotonic() + 900
+    try:
+        while not any(step >= 2 for step in _committed_steps(port, prefix)):
+            assert run.poll() is None, (tmp_path / "killed.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "no checkpoint reached the bucket"
+            time.sleep(1.0)
+    finally:
+        run.send_signal(signal.SIGKILL)  # as the OOM killer or a lost VM would
+        run.wait()
     saved = _committed_steps(port, prefix)
     assert max(saved) < 8, saved
 
-    rerun = _pretrain(workdir, data_dir, env, steps=8)
-    out, err = rerun.communicate(timeout=900)
-    assert rerun.returncode == 0, err[-3000:]
+    rerun = _pretrain(workdir, data_dir, env, 8, tmp_path / "rerun.log")
+    assert rerun.wait(timeout=900) == 0, (tmp_path / "rerun.log").read_text()[-3000:]
+    out = (tmp_path / "rerun.log").read_text()
     resumed = [line for line in out.splitlines() if line.startswith("Resumed from")]
     assert resumed and resumed[0].startswith(f"Resumed from {workdir}/checkpoints/") and "(step " in resumed[0]
     step = int(resumed[0].rsplit("(step ", 1)[1].rstrip(").")) if resumed else -1

@@ -9,10 +9,14 @@ run that was never interrupted.
 
 from __future__ import annotations
 
+import copy
+import multiprocessing
 import os
+import pickle
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import jax
@@ -102,18 +106,24 @@ def test_killed_run_leaves_no_workers_and_resumes_bit_identically(tmp_path, data
     jax.tree.map(np.testing.assert_array_equal, a, b)
 
 
-def test_data_worker_processes_ignore_sigterm_only_there(monkeypatch):
-    watched = []
-    monkeypatch.setattr(workers, "watch_parent", watched.append)  # no watchdog thread in the test process
-    previous = signal.getsignal(signal.SIGTERM)
-    try:
-        assert not workers.set_up_data_workers("vdt_jax.pretrain")  # the main process: untouched
-        assert signal.getsignal(signal.SIGTERM) == previous and not watched
-        assert workers.set_up_data_workers("__mp_main__")  # how spawn imports it in a worker
-        assert signal.getsignal(signal.SIGTERM) == signal.SIG_IGN
-        assert watched == [os.getppid()]
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+def _worker_state(pickled: bytes, results) -> None:
+    pickle.loads(pickled)  # as grain unpickles the pipeline in each worker
+    watching = any(thread.name == "vdt-watch-parent" for thread in threading.enumerate())
+    results.put((signal.getsignal(signal.SIGTERM) == signal.SIG_IGN, watching))
+
+
+def test_the_set_up_runs_where_the_pipeline_is_unpickled_in_a_worker_and_nowhere_else(monkeypatch):
+    context = multiprocessing.get_context("spawn")  # how grain starts its workers
+    results = context.Queue()
+    worker = context.Process(target=_worker_state, args=(pickle.dumps(workers.SetUpWorker()), results))
+    worker.start()
+    assert results.get(timeout=120) == (True, True)  # SIGTERM ignored, parent watched
+    worker.join()
+    calls = []
+    monkeypatch.setattr(workers, "set_up_this_worker", lambda: calls.append(1))
+    copy.deepcopy(pickle.loads(pickle.dumps(workers.SetUpWorker())))  # in the main process: nothing
+    assert calls == [] and signal.getsignal(signal.SIGTERM) != signal.SIG_IGN
+    assert workers.SetUpWorker().map({"x": 1}) == {"x": 1}
 
 
 def test_a_worker_whose_parent_dies_exits_within_a_second(tmp_path):

@@ -115,11 +115,10 @@ def print_config_requested(name: str = "config") -> bool:
     return flags.FLAGS.print_config
 
 
-def start_run() -> None:
-    """Quiet the chatty libraries and join a multi-process run."""
+def quiet_logs() -> None:
+    """Warnings and errors only, unless --verbosity was given."""
     if not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # Orbax and TFDS are chatty at INFO; --verbosity=0 restores it
-    distributed.initialize_from_flags()
 
 
 def train_main(
@@ -142,10 +141,11 @@ def train_main(
     config = flags.FLAGS.config
     if print_config_requested():
         return
+    quiet_logs()
     workdir = storage.check_workdir(flags.FLAGS.workdir)
     if check_config is not None:
         check_config(config)
-    start_run()
+    distributed.initialize_from_flags()  # join a multi-process run
     from vdt_jax.train import loop  # JAX loads here, after every cheap check
 
     start = time.perf_counter()

@@ -20,10 +20,7 @@ import os
 
 import configs.finetune_default
 from vdt_jax import entrypoint
-from vdt_jax.data import workers
 from vdt_jax.finetune import check_config
-
-workers.set_up_data_workers(__name__)
 
 DEFAULT_WORKDIR = os.path.join("workdirs", "finetune_demo")
 

@@ -34,10 +34,7 @@ from absl import flags
 import configs.finetune_default
 from vdt_jax import entrypoint, storage
 from vdt_jax.atomic import write_text_atomic
-from vdt_jax.data import workers
 from vdt_jax.errors import UserError
-
-workers.set_up_data_workers(__name__)
 
 entrypoint.define_config_flag(
     "config", configs.finetune_default.__file__ + ":classification", "The fine-tuning config to sweep."
@@ -129,6 +126,7 @@ def main(argv: list[str]) -> None:
         raise UserError(f"unexpected arguments: {' '.join(argv[1:])} (flags look like --name=value)")
     if entrypoint.print_config_requested():
         return
+    entrypoint.quiet_logs()
     FLAGS = flags.FLAGS
     config = FLAGS.config
     sweep_dir = storage.check_workdir(FLAGS.sweep_dir, "--sweep_dir")

@@ -22,9 +22,6 @@ import os
 
 import configs.default
 from vdt_jax import entrypoint
-from vdt_jax.data import workers
-
-workers.set_up_data_workers(__name__)
 
 DEFAULT_WORKDIR = os.path.join("workdirs", "pretrain_demo")
 

@@ -33,8 +33,8 @@ checkpoint it resumed from does not hold. A notice during a long evaluation
 is acted on after it. Only the main process is covered:
 schedulers that signal every process (SLURM, a VM shutting down) also
 reach grain's data-loader worker processes (data.num_workers > 0), which
-would die and take the run down before the agreed step; the entry points
-make them ignore SIGTERM (`vdt_jax.data.workers.set_up_data_workers`).
+would die and take the run down before the agreed step; the data loader
+makes them ignore SIGTERM (`vdt_jax.data.workers`).
 """
 
 from __future__ import annotations
