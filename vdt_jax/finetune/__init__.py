@@ -17,6 +17,9 @@ Modules:
   classification  `Classification3DTask`
   segmentation    `SegmentationTask`
   sweep           the label-efficiency sweep
+
+`check_config` (here) holds the cheap checks the entry points run before any
+data generation, preprocessing or compilation; `make_task` builds the task.
 """
 
 from __future__ import annotations
