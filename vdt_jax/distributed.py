@@ -161,16 +161,21 @@ def initialize(**settings) -> StartupPlan:
     return decided
 
 
+def flag_settings() -> dict:
+    """The --distributed, --coordinator_address, ... command-line flags, as `plan` / `initialize` arguments."""
+    values = flags.FLAGS
+    return {
+        "mode": values.distributed,
+        "coordinator_address": values.coordinator_address,
+        "num_processes": values.num_processes,
+        "process_id": values.process_id,
+        "local_device_ids": values.local_device_ids,
+    }
+
+
 def initialize_from_flags() -> StartupPlan:
     """`initialize` with the --distributed, --coordinator_address, ... command-line flags."""
-    values = flags.FLAGS
-    return initialize(
-        mode=values.distributed,
-        coordinator_address=values.coordinator_address,
-        num_processes=values.num_processes,
-        process_id=values.process_id,
-        local_device_ids=values.local_device_ids,
-    )
+    return initialize(**flag_settings())
 
 
 def _as_int(name: str, value: int | None, env: Mapping[str, str]) -> int | None:

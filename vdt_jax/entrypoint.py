@@ -143,6 +143,7 @@ def train_main(
         return
     quiet_logs()
     workdir = storage.check_workdir(flags.FLAGS.workdir)
+    distributed.plan(**distributed.flag_settings(), on_cloud_tpu=False)  # half-configured flags fail here
     if check_config is not None:
         check_config(config)
     distributed.initialize_from_flags()  # join a multi-process run

@@ -6,18 +6,19 @@
   dataset_info(data_config)     number of classes and examples
 
 Part of `vdt_jax.data.images` (which re-exports both), kept apart because it
-imports TFDS only, not grain or JAX: the pre-training entry point checks the
-dataset with it in seconds, before anything heavier loads.
+imports TFDS only (not grain or JAX), and only once it needs it: the
+pre-training entry point checks the dataset with it before anything heavier
+loads, and a dataset whose folder is missing is reported without TFDS at all.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
+from typing import Any
 
 import ml_collections
-import tensorflow_datasets as tfds
 
-from vdt_jax.data import shapes  # noqa: F401  (registers the `vdt_shapes` builder)
 from vdt_jax.errors import ConfigError, UserError
 
 
@@ -34,7 +35,12 @@ class DatasetInfo:
     num_eval_examples: int
 
 
-def _builder(data_config: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
+def _builder(data_config: ml_collections.ConfigDict) -> Any:
+    """The TFDS builder (TFDS is imported here: a missing dataset is reported without it, see `_check_folder`)."""
+    import tensorflow_datasets as tfds
+
+    from vdt_jax.data import shapes  # noqa: F401  (registers the `vdt_shapes` builder)
+
     return tfds.builder(data_config.name, data_dir=data_config.data_dir)
 
 
@@ -43,8 +49,7 @@ def _base_name(name: str) -> str:
     return name.split("/")[0].split(":")[0]
 
 
-def _imagenet_instructions(builder: tfds.core.DatasetBuilder) -> str:
-    root = builder.data_dir_root
+def _imagenet_instructions(root: str, data_path: str) -> str:
     return f"""\
 Prepare ImageNet once (this takes hours and needs TensorFlow: `pip install -e .[prepare]`).
 Download ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar from https://image-net.org
@@ -56,7 +61,7 @@ Download ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar from https://image-
         file_format="array_record",
         download_config=tfds.download.DownloadConfig(manual_dir="/path/to/the/tars"))
 
-The ArrayRecord files are written to {builder.data_path}.
+The ArrayRecord files are written to {data_path}.
 (Without manual_dir, TFDS looks for the tars in {root}/downloads/manual.)"""
 
 
@@ -70,13 +75,13 @@ def prepare_dataset(data_config: ml_collections.ConfigDict) -> None:
       DatasetNotPreparedError: the dataset is not prepared and cannot be generated here.
       ConfigError: it is prepared, but not as ArrayRecord, or lacks a split.
     """
+    _check_folder(data_config)
     builder = _builder(data_config)
     if not builder.is_prepared():
         if _base_name(data_config.name) != "vdt_shapes":
-            message = f"dataset {data_config.name!r} is not prepared: {builder.data_path} does not exist."
-            if _base_name(data_config.name) == "imagenet2012":
-                message += "\n" + _imagenet_instructions(builder)
-            raise DatasetNotPreparedError(message)
+            raise _not_prepared(data_config.name, str(builder.data_dir_root), str(builder.data_path))
+        import tensorflow_datasets as tfds
+
         builder.download_and_prepare(
             file_format="array_record",
             # Nothing to fetch: never look the dataset up on GCS.
@@ -85,7 +90,22 @@ def prepare_dataset(data_config: ml_collections.ConfigDict) -> None:
     _check_prepared(builder, data_config)
 
 
-def _check_prepared(builder: tfds.core.DatasetBuilder, data_config: ml_collections.ConfigDict) -> None:
+def _not_prepared(name: str, root: str, data_path: str) -> DatasetNotPreparedError:
+    message = f"dataset {name!r} is not prepared: {data_path} does not exist."
+    if _base_name(name) == "imagenet2012":
+        message += "\n" + _imagenet_instructions(root, data_path)
+    return DatasetNotPreparedError(message)
+
+
+def _check_folder(data_config: ml_collections.ConfigDict) -> None:
+    """Without TFDS (seconds): a dataset other than `vdt_shapes` whose folder is missing is not prepared."""
+    root = os.path.expanduser(data_config.data_dir or os.environ.get("TFDS_DATA_DIR") or "~/tensorflow_datasets")
+    base = _base_name(data_config.name)
+    if base != "vdt_shapes" and "://" not in root and not os.path.isdir(os.path.join(root, base)):
+        raise _not_prepared(data_config.name, root, os.path.join(root, base))
+
+
+def _check_prepared(builder: Any, data_config: ml_collections.ConfigDict) -> None:
     """Raises a ConfigError unless the dataset can be read by `tfds.data_source`."""
     formats = {f.value for f in builder.info.available_file_formats()}
     if "array_record" not in formats:
