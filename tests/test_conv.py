@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from vdt_jax.errors import ConfigError
 from vdt_jax.models import Conv3D, resnet3d
 from vdt_jax.models.conv import conv3d, depth_taps_conv3d
 
@@ -40,5 +41,5 @@ def test_model_outputs_do_not_depend_on_conv_impl():
 
 
 def test_unknown_conv_impl_is_a_clear_error():
-    with pytest.raises(ValueError, match="unknown conv impl 'fft'"):
+    with pytest.raises(ConfigError, match="unknown conv impl 'fft'"):
         Conv3D(4, impl="fft").init(jax.random.key(0), jnp.zeros((1, 3, 8, 8, 1)))

@@ -25,6 +25,8 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
+from vdt_jax.errors import ConfigError
+
 Triple = tuple[int, int, int]
 IMPLEMENTATIONS = ("conv3d", "depth_taps")
 
@@ -111,7 +113,7 @@ class Conv3D(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         if self.impl not in IMPLEMENTATIONS:
-            raise ValueError(f"unknown conv impl {self.impl!r}; expected one of {IMPLEMENTATIONS}")
+            raise ConfigError(f"unknown conv impl {self.impl!r} (--config.model.conv_impl); expected one of {IMPLEMENTATIONS}")
         ksize = _triple(self.kernel_size)
         strides = _triple(self.strides)
         padding = tuple(k // 2 for k in ksize) if self.padding is None else _triple(self.padding)

@@ -36,7 +36,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from vdt_jax.errors import MissingFileError
+from vdt_jax.errors import ConfigError, MissingFileError
 from vdt_jax.weights import files, keys
 from vdt_jax.weights.load import CLASSIFIER, LoadReport, from_torch_state_dict
 
@@ -97,7 +97,8 @@ def trainable_mask(params: Mapping[str, Any], freeze: tuple[str, ...], backbone:
 
     unknown = sorted(set(freeze) - set(STAGES) - {BACKBONE_KEY})
     if unknown:
-        raise ValueError(f"finetune.freeze has unknown stage(s) {unknown}; expected names from {STAGES + (BACKBONE_KEY,)}")
+        expected = STAGES + (BACKBONE_KEY,)
+        raise ConfigError(f"--config.finetune.freeze has unknown stage(s) {unknown}; expected names from {expected}")
     stages = set(STAGES) if BACKBONE_KEY in freeze else set(freeze)
 
     def trainable(path, _) -> bool:
