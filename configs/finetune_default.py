@@ -88,7 +88,7 @@ def get_config(task: str = "segmentation") -> ml_collections.ConfigDict:
 
 def _data(task: str) -> ml_collections.ConfigDict:
     data = ml_collections.ConfigDict()
-    data.synthetic = task  # the generated demo dataset; set "" and data.path for real data
+    data.synthetic = task  # the generated demo dataset, used only while data.path is empty
     data.synthetic_root = ml_collections.config_dict.placeholder(str)  # unset: ~/.cache/vdt_jax/synthetic_ct_v2
     data.path = ""  # segmentation: a dataset.json; classification: a CSV or JSON manifest
     data.cache_dir = ml_collections.config_dict.placeholder(str)  # preprocessed volumes; unset: ~/.cache/vdt_jax/preprocessed

@@ -18,7 +18,7 @@
 # with --requeue, a preempted job restarts by itself.
 #
 # Variables (export them, or put them in front of sbatch):
-#   WORKDIR        run directory on a filesystem every node sees (required)
+#   WORKDIR        run directory on a filesystem every node sees, or a gs:// URL (required)
 #   TFDS_DATA_DIR  TFDS data_dir with the prepared dataset; best a node-local
 #                  copy (random reads), else the shared filesystem
 #   CONFIG         default configs/imagenet_r3d18_bf16.py
@@ -47,7 +47,7 @@ source "$repo/launch/common.sh"
 cd "$REPO_ROOT"
 parse_common_args "$@"
 require WORKDIR
-[[ "$WORKDIR" != *://* ]] || die "WORKDIR must be a shared filesystem path, not $WORKDIR"
+[[ "$WORKDIR" != *://* || "$WORKDIR" == gs://* ]] || die "WORKDIR must be a shared filesystem path or a gs:// URL, not $WORKDIR"
 if [[ -n "${VENV:-}" ]]; then
   # shellcheck disable=SC1091  # the user's virtualenv
   source "$VENV/bin/activate"

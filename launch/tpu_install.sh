@@ -4,10 +4,12 @@
 #   TPU_NAME=vdt-pod ZONE=us-central2-b BUCKET=my-vdt-runs launch/tpu_install.sh
 #   launch/tpu_install.sh --dry-run      # print the commands, run nothing
 #
-# On each worker: a virtualenv ~/vdt-venv with vdt-jax (editable, from
-# ~/vdt-jax) and jax[tpu]; the bucket BUCKET mounted with gcsfuse at
-# /gcs/$BUCKET, so that every host sees the same workdir (Orbax writes one
-# checkpoint from all hosts; the training command needs a filesystem path).
+# On each worker: a virtualenv ~/vdt-venv with vdt-jax and its gcs extra
+# (editable, from ~/vdt-jax; gcsfs and google-cloud-storage, so a
+# --workdir=gs://BUCKET/... is written directly: Orbax checkpoints through
+# TensorStore, metrics, config and TensorBoard events through gcsfs) and
+# jax[tpu]; the bucket BUCKET also mounted read-write with gcsfuse at
+# /gcs/$BUCKET, for looking at a run's files (or as a path workdir, see README).
 #
 # Variables:
 #   TPU_NAME, ZONE    the slice (required)
@@ -45,7 +47,7 @@ steps=(
   "$fetch"
   "sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv"
   "python3 -m venv \$HOME/vdt-venv && \$HOME/vdt-venv/bin/pip install -q -U pip"
-  "\$HOME/vdt-venv/bin/pip install -q -e $code 'jax[tpu]>=0.10.2,<0.11'"
+  "\$HOME/vdt-venv/bin/pip install -q -e \"${code}[gcs]\" 'jax[tpu]>=0.10.2,<0.11'"
   # gcsfuse from Google's apt repository (https://cloud.google.com/storage/docs/cloud-storage-fuse/install)
   "curl -fsSL https://packages.cloud.google.com/apt/doc/apt-key.gpg | sudo tee /usr/share/keyrings/cloud.google.asc >/dev/null"
   "echo \"deb [signed-by=/usr/share/keyrings/cloud.google.asc] https://packages.cloud.google.com/apt gcsfuse-\$(lsb_release -cs) main\" | sudo tee /etc/apt/sources.list.d/gcsfuse.list >/dev/null"

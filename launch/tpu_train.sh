@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Start pre-training on every worker of a TPU pod slice at once (gcloud ... ssh --worker=all).
 #
-#   TPU_NAME=vdt-pod ZONE=us-central2-b WORKDIR=/gcs/my-vdt-runs/r3d18 \
-#     TFDS_DATA_DIR=/mnt/disks/data/tensorflow_datasets launch/tpu_train.sh -- --config.batch_size=1024
+#   TPU_NAME=vdt-pod ZONE=us-central2-b WORKDIR=gs://my-vdt-runs/r3d18 \
+#     TFDS_DATA_DIR=/mnt/disks/data/tensorflow_datasets launch/tpu_train.sh
 #   launch/tpu_train.sh --dry-run      # print the command, run nothing
 #
 # Every worker runs the same `python -m vdt_jax.pretrain` command in the
@@ -15,9 +15,11 @@
 #
 # Variables:
 #   TPU_NAME, ZONE    the slice (required)
-#   WORKDIR           run directory every worker sees: the gcsfuse mount that
-#                     launch/tpu_install.sh made, /gcs/BUCKET/... (required)
-#   CONFIG            default configs/imagenet_r3d18.py (relative to the repo)
+#   WORKDIR           run folder every worker sees (required): a gs://BUCKET/...
+#                     URL (Orbax writes checkpoints there directly), or a path
+#                     such as the gcsfuse mount /gcs/BUCKET/... of tpu_install.sh
+#   CONFIG            default configs/imagenet_r3d18_bf16.py (bfloat16, global
+#                     batch 1024; relative to the repo)
 #   TFDS_DATA_DIR     where the TFDS dataset is on each worker (default:
 #                     ~/tensorflow_datasets); set in the training's environment
 #   RUN_NAME          log file name (default: the last part of WORKDIR)
@@ -28,8 +30,8 @@ set -euo pipefail
 source "$(dirname "$0")/common.sh"
 parse_common_args "$@"
 require TPU_NAME ZONE WORKDIR
-[[ "$WORKDIR" != *://* ]] || die "WORKDIR must be a path on every worker (e.g. /gcs/BUCKET/run, the gcsfuse mount), not $WORKDIR"
-CONFIG="${CONFIG:-configs/imagenet_r3d18.py}"
+[[ "$WORKDIR" != *://* || "$WORKDIR" == gs://* ]] || die "WORKDIR must be a gs:// URL or a path on every worker, not $WORKDIR"
+CONFIG="${CONFIG:-configs/imagenet_r3d18_bf16.py}"
 RUN_NAME="${RUN_NAME:-$(basename "$WORKDIR")}"
 
 args=(--distributed=on "--config=$CONFIG" "--workdir=$WORKDIR" ${EXTRA_ARGS[@]+"${EXTRA_ARGS[@]}"})
@@ -47,4 +49,8 @@ remote+="; if pgrep -f '^[^ ]*python[0-9.]* -m vdt_jax[.]pretrain' >/dev/null; t
 remote+="; ${data_env}nohup \$HOME/vdt-venv/bin/python -m vdt_jax.pretrain $(quote "${args[@]}") > $log 2>&1 < /dev/null &"
 remote+=" echo \"\$(hostname): started, log in $log\""
 tpu_ssh all "$remote"
-echo "Started. Follow process 0's output with: TPU_NAME=$TPU_NAME ZONE=$ZONE RUN_NAME=$RUN_NAME launch/tpu_logs.sh"
+if [[ "$DRY_RUN" == 1 ]]; then
+  echo "Dry run: nothing was started. Without --dry-run, follow process 0's output with: TPU_NAME=$TPU_NAME ZONE=$ZONE RUN_NAME=$RUN_NAME launch/tpu_logs.sh"
+else
+  echo "Started. Follow process 0's output with: TPU_NAME=$TPU_NAME ZONE=$ZONE RUN_NAME=$RUN_NAME launch/tpu_logs.sh"
+fi

@@ -14,6 +14,7 @@ import pytest
 
 from tests.finetune_fakes import persistent_compilation_cache, tiny_finetune_config
 from vdt_jax import checkpointing
+from vdt_jax.errors import ConfigError
 from vdt_jax.finetune import augment, make_task, metrics, nifti, synthetic
 from vdt_jax.train import loop
 
@@ -99,5 +100,26 @@ def test_frozen_stages_reach_the_model_so_their_batchnorm_statistics_stay_fixed(
     config.finetune.freeze = ("encoder",)
     assert make_task(config).build_model().frozen_stages == ("stem", "layer1", "layer2", "layer3", "layer4")
     config.eval.tuned_threshold, config.data.class_names = True, ("a", "b", "c")
-    with pytest.raises(ValueError, match="eval.tuned_threshold needs 2 classes"):
+    with pytest.raises(ConfigError, match="eval.tuned_threshold needs 2 classes"):
+        make_task(config)
+
+
+def test_a_given_data_path_is_used_even_when_the_config_names_synthetic_data(manifest, tmp_path, monkeypatch):
+    from vdt_jax.errors import UserError
+
+    def no_generation(*args, **kwargs):
+        raise AssertionError("the synthetic generator ran although data.path was given")
+
+    monkeypatch.setattr(synthetic, "ensure_dataset", no_generation)
+    config = tiny_finetune_config("classification", manifest, str(tmp_path / "cache"), **{"data.synthetic": "classification"})
+    task = make_task(config)
+    with open(manifest) as f:
+        rows = list(csv.DictReader(f))
+    assert len(task.train_rows) == sum(r["split"] == "train" for r in rows) == 8
+    assert len(task.eval_rows) == sum(r["split"] == "val" for r in rows) == 6
+    config.data.path = str(tmp_path / "missing.csv")
+    with pytest.raises(UserError, match="no such file"):
+        make_task(config)
+    config.data.path, config.data.synthetic = "", ""
+    with pytest.raises(UserError, match="set --config.data.path to a CSV/JSON manifest"):
         make_task(config)

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from vdt_jax.benchmark.jax_step import max_relative_difference
+from vdt_jax.errors import ConfigError
 from vdt_jax.models import Conv3D, resnet3d
 from vdt_jax.models.conv import _tap_groups, conv2d, conv3d, depth_taps_conv3d, resolve_impl
 
@@ -96,5 +97,5 @@ def test_whole_network_train_gradients_do_not_depend_on_conv_impl():
 def test_auto_picks_depth_taps_on_cpu_and_rejects_unknown_names():
     assert jax.default_backend() == "cpu"
     assert resolve_impl("auto") == "depth_taps" and resolve_impl("conv3d") == "conv3d"
-    with pytest.raises(ValueError, match="unknown conv impl 'fft'"):
+    with pytest.raises(ConfigError, match="unknown conv impl 'fft'"):
         Conv3D(4, impl="fft").init(jax.random.key(0), jnp.zeros((1, 3, 8, 8, 1)))

@@ -121,7 +121,7 @@ def test_install_copies_this_checkout_and_mounts_the_bucket(stubs, tmp_path):
     script = remote(ssh)
     for step in (
         "tar -xzf $HOME/vdt-jax.tar.gz -C $HOME/vdt-jax",
-        "$HOME/vdt-venv/bin/pip install -q -e $HOME/vdt-jax 'jax[tpu]>=0.10.2,<0.11'",
+        "$HOME/vdt-venv/bin/pip install -q -e \"$HOME/vdt-jax[gcs]\" 'jax[tpu]>=0.10.2,<0.11'",
         "gcsfuse --implicit-dirs --rename-dir-limit=100000 my-runs /gcs/my-runs",
         "sudo mount -o ro,noload /dev/sdb /mnt/disks/data",
     ):
@@ -157,12 +157,15 @@ def test_train_starts_the_same_command_on_all_workers(stubs):
     subprocess.run(["bash", "-n", "-c", script], check=True)
     assert (
         "TFDS_DATA_DIR=/mnt/disks/data/tensorflow_datasets nohup $HOME/vdt-venv/bin/python -m vdt_jax.pretrain "
-        "--distributed=on --config=configs/imagenet_r3d18.py --workdir=/gcs/my-runs/r3d18 "
+        "--distributed=on --config=configs/imagenet_r3d18_bf16.py --workdir=/gcs/my-runs/r3d18 "
         "--config.batch_size=1024 '--config.model.widths=(64, 128)' > $HOME/vdt-logs/r3d18.log 2>&1 < /dev/null &"
     ) in script
-    assert "launch/tpu_logs.sh" in result.stdout
-    url = launch("tpu_train.sh", {**TPU, "WORKDIR": "gs://my-runs/r3d18"}, "-n")
-    assert url.returncode == 2 and "gcsfuse" in url.stderr
+    assert "launch/tpu_logs.sh" in result.stdout and "Started." in result.stdout
+    dry = launch("tpu_train.sh", {**TPU, "WORKDIR": "gs://my-runs/r3d18"}, "-n")  # a bucket URL, written directly
+    assert dry.returncode == 0 and "--workdir=gs://my-runs/r3d18" in remote(commands(dry)[0])
+    assert "Started" not in dry.stdout and "nothing was started" in dry.stdout
+    other = launch("tpu_train.sh", {**TPU, "WORKDIR": "s3://my-runs/r3d18"}, "-n")
+    assert other.returncode == 2 and "gs:// URL" in other.stderr
 
 
 def test_train_remote_command_refuses_a_second_run_on_a_worker(tmp_path):

@@ -134,13 +134,3 @@ def test_watch_in_signal_mode_agrees_at_the_next_step_and_restores_the_handler()
         assert watch.signalled and watch.reached_sync_point(2)
     assert signal.getsignal(signal.SIGTERM) == previous
 
-
-def test_data_worker_processes_ignore_sigterm_only_there():
-    previous = signal.getsignal(signal.SIGTERM)
-    try:
-        preemption.ignore_sigterm_in_data_workers("vdt_jax.pretrain")  # the main process: untouched
-        assert signal.getsignal(signal.SIGTERM) == previous
-        preemption.ignore_sigterm_in_data_workers("__mp_main__")  # how spawn imports it in a worker
-        assert signal.getsignal(signal.SIGTERM) == signal.SIG_IGN
-    finally:
-        signal.signal(signal.SIGTERM, previous)

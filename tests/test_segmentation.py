@@ -17,6 +17,7 @@ from tests.finetune_fakes import (
     tiny_finetune_config,
     write_lps_twin,
 )
+from vdt_jax.errors import ConfigError
 from vdt_jax.finetune import make_task, metrics, nifti, synthetic
 from vdt_jax.finetune.segmentation import SegmentationTask
 from vdt_jax.train import loop
@@ -156,5 +157,21 @@ def test_the_reference_recipe_options_end_to_end(dataset, tmp_path):
     assert result == pytest.approx(metrics.pooled_dice(counts, ("background", "organ", "lesion")), abs=1e-9)
     bad = tiny_finetune_config("segmentation", dataset, str(tmp_path / "cache"))
     bad.eval.dice = "mean"
-    with pytest.raises(ValueError, match="eval.dice must be one of"):
+    with pytest.raises(ConfigError, match="eval.dice must be one of"):
         make_task(bad, str(tmp_path / "bad"))  # before any data is read
+
+
+def test_a_given_data_path_is_used_even_when_the_config_names_synthetic_data(dataset, tmp_path, monkeypatch):
+    def no_generation(*args, **kwargs):
+        raise AssertionError("the synthetic generator ran although data.path was given")
+
+    monkeypatch.setattr(synthetic, "ensure_dataset", no_generation)
+    config = tiny_finetune_config("segmentation", dataset, str(tmp_path / "cache"), **{"data.synthetic": "segmentation"})
+    task = make_task(config)
+    assert [file_stem(c.image) for c in task.eval_cases] == ["case_004", "twin_lps"]  # the cases of `dataset`
+    assert len(task.train_cases) == 4
+    config.data.path = str(tmp_path / "missing.json")
+    from vdt_jax.errors import UserError
+
+    with pytest.raises(UserError, match=f"--config.data.path={tmp_path / 'missing.json'}: no such file"):
+        make_task(config)

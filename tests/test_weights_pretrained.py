@@ -12,6 +12,7 @@ import pytest
 
 from tests.fakes import ArrayTask, tiny_config
 from vdt_jax import checkpointing
+from vdt_jax.errors import ConfigError
 from vdt_jax.models.resnet3d import resnet3d
 from vdt_jax.models.unet3d import UNet3D
 from vdt_jax.train import state as state_lib
@@ -132,7 +133,7 @@ def test_trainable_mask_freezes_named_stages():
     assert mask["encoder"]["layer2_0"]["conv1"]["kernel"] and mask["up4"]["conv1"]["kernel"]
     everything = pretrained.trainable_mask(params, ("encoder",), ("encoder",))
     assert not any(jax.tree.leaves(everything["encoder"])) and all(jax.tree.leaves(everything["head"]))
-    with pytest.raises(ValueError, match=r"unknown stage\(s\) \['layer5'\]"):
+    with pytest.raises(ConfigError, match=r"unknown stage\(s\) \['layer5'\]"):
         pretrained.trainable_mask(params, ("layer5",))
 
 

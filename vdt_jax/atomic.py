@@ -1,10 +1,17 @@
-"""Files that appear whole or not at all: every writer of results, figures and tables goes through here."""
+"""Files that appear whole or not at all: every writer of results, figures and tables goes through here.
+
+Local files are written beside their target and renamed onto it; on an object
+store (a gs:// workdir) the file is written to a local temporary folder and
+uploaded as one object, which readers see whole or not at all.
+"""
 
 from __future__ import annotations
 
 import os
 import tempfile
 from typing import Callable
+
+from vdt_jax import storage
 
 
 def atomic_write(path: str, write: Callable[[str], object]) -> None:
@@ -14,6 +21,13 @@ def atomic_write(path: str, write: Callable[[str], object]) -> None:
     nibabel pick the format from them), so an interrupted run never leaves a
     half-written file and never destroys the previous one.
     """
+    if storage.is_url(path):
+        with tempfile.TemporaryDirectory(prefix="vdt-upload-") as folder:
+            tmp = os.path.join(folder, os.path.basename(path))
+            write(tmp)
+            with open(tmp, "rb") as f:
+                storage.write_bytes(path, f.read())
+        return
     directory = os.path.dirname(os.path.abspath(path)) or "."
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix="-" + os.path.basename(path), dir=directory)

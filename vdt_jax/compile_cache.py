@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import os
 
-import jax
 from absl import flags
 
 ENV = "VDT_JAX_COMPILE_CACHE"
@@ -51,6 +50,8 @@ def enable(directory: str | None) -> str | None:
     """Points JAX at `directory` (None: leaves the cache off); returns it."""
     if directory is None:
         return None
+    import jax  # here, so that importing this module (every entry point does) does not load JAX
+
     os.makedirs(directory, exist_ok=True)
     jax.config.update("jax_compilation_cache_dir", directory)
     # Cache every program that took over half a second to compile: the train

@@ -28,6 +28,8 @@ from typing import Mapping, Sequence
 
 from absl import flags, logging
 
+from vdt_jax.errors import UserError
+
 MODES = ("auto", "on", "off")
 _ENV = {
     "mode": "VDT_DISTRIBUTED",
@@ -51,7 +53,7 @@ flags.DEFINE_list(
 )
 
 
-class DistributedConfigError(ValueError):
+class DistributedConfigError(UserError, ValueError):
     """The multi-process settings are incomplete or inconsistent."""
 
 
@@ -159,16 +161,21 @@ def initialize(**settings) -> StartupPlan:
     return decided
 
 
+def flag_settings() -> dict:
+    """The --distributed, --coordinator_address, ... command-line flags, as `plan` / `initialize` arguments."""
+    values = flags.FLAGS
+    return {
+        "mode": values.distributed,
+        "coordinator_address": values.coordinator_address,
+        "num_processes": values.num_processes,
+        "process_id": values.process_id,
+        "local_device_ids": values.local_device_ids,
+    }
+
+
 def initialize_from_flags() -> StartupPlan:
     """`initialize` with the --distributed, --coordinator_address, ... command-line flags."""
-    values = flags.FLAGS
-    return initialize(
-        mode=values.distributed,
-        coordinator_address=values.coordinator_address,
-        num_processes=values.num_processes,
-        process_id=values.process_id,
-        local_device_ids=values.local_device_ids,
-    )
+    return initialize(**flag_settings())
 
 
 def _as_int(name: str, value: int | None, env: Mapping[str, str]) -> int | None:

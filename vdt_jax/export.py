@@ -4,22 +4,25 @@ r"""Export a vdt-jax checkpoint's ResNet as a PyTorch state dict.
       [--step=N] [--keys=plain|monai|mmcls|medicalnet] [--backbone_only] [--downsample_bias]
 
 Restores the model variables and model config of the workdir's Orbax checkpoint
-(the latest step unless --step), writes `--out` (.pth needs torch, .safetensors
-does not) and prints the MONAI code that builds the matching PyTorch model and
-loads the file with strict=True. The conversion itself is `vdt_jax.weights`.
+(the latest step unless --step; the workdir may be a gs:// URL), writes `--out`
+(.pth needs PyTorch: pip install "vdt-jax[torch]"; .safetensors does not) and
+prints the MONAI code that builds the matching PyTorch model and loads the file
+with strict=True. The conversion itself is `vdt_jax.weights`. A mistake in the
+command ends it with one "error: ..." line and exit status 2 (VDT_TRACEBACK=1
+shows the traceback).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-import sys
 from collections.abc import Mapping, Sequence
 
 import numpy as np
-from absl import app, flags
+from absl import flags
 
-from vdt_jax import checkpointing, compile_cache
+from vdt_jax import compile_cache, entrypoint, storage
+from vdt_jax.errors import UserError
 from vdt_jax.weights import files, monai_code
 from vdt_jax.weights.keys import KEY_STYLES
 
@@ -62,7 +65,11 @@ def export(
     downsample_bias: bool = False,
 ) -> ExportResult:
     """Write the model of `workdir`'s checkpoint (at `step`, default the latest) to `out`."""
-    variables, config = checkpointing.load_variables(os.path.abspath(workdir), step)
+    from vdt_jax import (
+        checkpointing,  # JAX and Orbax load here, after the checks in `main`
+    )
+
+    variables, config = checkpointing.load_variables(storage.absolute(workdir), step)
     state = files.export_torch_weights(
         variables, out, keys=keys, backbone_only=backbone_only, downsample_bias=downsample_bias
     )
@@ -118,22 +125,34 @@ def _leaves(tree: Mapping):
 
 def main(argv: Sequence[str]) -> None:
     if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+        raise UserError(f"unexpected arguments: {' '.join(argv[1:])} (flags look like --name=value)")
+    check_arguments(_WORKDIR.value, _OUT.value)
     compile_cache.enable_from_flags()
-    try:
-        result = export(
-            _WORKDIR.value,
-            _OUT.value,
-            step=_STEP.value,
-            keys=_KEYS.value,
-            backbone_only=_BACKBONE_ONLY.value,
-            downsample_bias=_DOWNSAMPLE_BIAS.value,
-        )
-    except (FileNotFoundError, ValueError, ImportError) as error:  # no checkpoint, no such step, no torch
-        sys.exit(f"export failed: {error}")
+    result = export(
+        _WORKDIR.value,
+        _OUT.value,
+        step=_STEP.value,
+        keys=_KEYS.value,
+        backbone_only=_BACKBONE_ONLY.value,
+        downsample_bias=_DOWNSAMPLE_BIAS.value,
+    )
     print(result.summary())
+
+
+def check_arguments(workdir: str, out: str) -> None:
+    """The cheap checks: the workdir holds checkpoints, --out has a known extension, PyTorch is there for .pth."""
+    storage.check_exists(workdir, "--workdir")
+    checkpoints = os.path.join(storage.absolute(workdir), "checkpoints")
+    if not storage.isdir(checkpoints) and not storage.isdir(os.path.join(workdir, "state")):
+        if not any(name.isdigit() for name in storage.listdir(workdir)):
+            raise UserError(f"--workdir={workdir} holds no checkpoints: give a pre-training or fine-tuning workdir")
+    extension = files.file_extension(out)
+    if extension not in files.TORCH_EXTENSIONS + files.SAFETENSORS_EXTENSIONS:
+        raise UserError(f"--out={out}: unknown extension {extension!r}; use .safetensors or one of {files.TORCH_EXTENSIONS}")
+    if extension in files.TORCH_EXTENSIONS:
+        files.check_torch_available(f"writing {out}")
 
 
 if __name__ == "__main__":
     flags.mark_flags_as_required(["workdir", "out"])
-    app.run(main)
+    entrypoint.run(main)

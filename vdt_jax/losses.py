@@ -6,6 +6,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from vdt_jax.errors import ConfigError
+
 Metrics = dict[str, jax.Array]
 
 
@@ -52,7 +54,7 @@ def soft_dice(
       per_sample: Dice of each example rather than of the batch pooled.
     """
     if denominator not in DICE_DENOMINATORS:
-        raise ValueError(f"loss.dice_denominator must be one of {DICE_DENOMINATORS}; got {denominator!r}")
+        raise ConfigError(f"loss.dice_denominator must be one of {DICE_DENOMINATORS}; got {denominator!r}")
     axes = tuple(range(1 if per_sample else 0, probs.ndim - 1))
     overlap = jnp.sum(probs * onehot, axis=axes)
     sizes = jnp.sum(probs, axis=axes) + jnp.sum(onehot, axis=axes)

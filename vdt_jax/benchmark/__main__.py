@@ -88,4 +88,8 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    try:  # one `error: ...` line for a mistake, as every entry point (needs ml_collections)
+        from vdt_jax.entrypoint import run as run_main
+    except ImportError:  # an accelerator machine with only jax, flax and optax
+        run_main = app.run
+    run_main(main)

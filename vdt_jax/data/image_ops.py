@@ -28,6 +28,8 @@ import math
 import numpy as np
 from PIL import Image
 
+from vdt_jax.errors import ConfigError
+
 try:  # OpenCV is an optional speed-up; PIL works everywhere.
     import cv2
 except ImportError:  # pragma: no cover - depends on the environment
@@ -43,11 +45,11 @@ _cv2_threads_set = False
 def check_choices(decoder: str, interpolation: str) -> None:
     """Raises a ValueError naming the config key when a choice is unknown or unavailable."""
     if decoder not in DECODERS:
-        raise ValueError(f"data.decoder={decoder!r}: expected one of {DECODERS}")
+        raise ConfigError(f"data.decoder={decoder!r}: expected one of {DECODERS}")
     if interpolation not in INTERPOLATIONS:
-        raise ValueError(f"data.interpolation={interpolation!r}: expected one of {INTERPOLATIONS}")
+        raise ConfigError(f"data.interpolation={interpolation!r}: expected one of {INTERPOLATIONS}")
     if cv2 is None and (decoder == "opencv" or interpolation == "bilinear"):
-        raise ValueError(
+        raise ConfigError(
             f"data.decoder={decoder!r} / data.interpolation={interpolation!r} need OpenCV: "
             "pip install opencv-python-headless, or set data.decoder='pil' and data.interpolation='bilinear_antialias'"
         )

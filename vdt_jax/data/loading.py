@@ -21,6 +21,8 @@ import grain
 import numpy as np
 from absl import flags
 
+from vdt_jax.data import workers
+
 Batch = dict[str, np.ndarray]
 
 # Threads that read records from the source (and, with num_workers=0, run the
@@ -60,7 +62,8 @@ def train_loader(
     `ShardOptions`, remainder dropped), reshuffled every epoch from `seed`;
     `operations` (grain transforms) run on each record, then records are
     batched by `per_process_batch`. With `num_workers` > 0 the transforms run
-    in that many worker processes, each preparing `prefetch_buffer` batches ahead.
+    in that many worker processes, each preparing `prefetch_buffer` batches ahead;
+    they ignore SIGTERM and exit with the main process (`vdt_jax.data.workers`).
     """
     check_shard(process_index, process_count)
     if len(source) < process_count:
@@ -71,6 +74,7 @@ def train_loader(
     )
     if num_workers > 0:
         ensure_absl_flags_parsed()
+        operations = [workers.SetUpWorker(), *operations]
     return grain.DataLoader(
         data_source=source,
         sampler=sampler,

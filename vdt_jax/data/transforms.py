@@ -37,6 +37,7 @@ from vdt_jax.data.image_ops import (  # noqa: F401  (re-exported: the transforms
     resize_shorter_side,
     resized_crop,
 )
+from vdt_jax.errors import ConfigError
 
 Example = dict[str, Any]
 
@@ -102,7 +103,7 @@ class ResizeCentreCrop(grain.transforms.Map):
 
     def __post_init__(self):
         if self.resize < self.image_size:
-            raise ValueError(
+            raise ConfigError(
                 f"eval_resize ({self.resize}) must be at least image_size ({self.image_size}): "
                 "the centre crop is taken from the resized image"
             )

@@ -18,6 +18,8 @@ from typing import Any, Sequence
 import grain
 import numpy as np
 
+from vdt_jax.errors import ConfigError
+
 Example = dict[str, Any]
 
 
@@ -121,7 +123,7 @@ class Augment:
 
     def __post_init__(self):
         if self.flip_mode not in FLIP_MODES:
-            raise ValueError(f"data.flip_mode must be one of {sorted(FLIP_MODES)}; got {self.flip_mode!r}")
+            raise ConfigError(f"data.flip_mode must be one of {sorted(FLIP_MODES)}; got {self.flip_mode!r}")
 
     def __call__(self, example: Example, rng: np.random.Generator) -> Example:
         keys = [k for k in ("image", "label") if k in example and np.ndim(example[k]) >= 3]

@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from vdt_jax import storage
 from vdt_jax.atomic import write_text_atomic
 from vdt_jax.data import loading
 from vdt_jax.finetune import augment, nifti, synthetic
@@ -62,13 +63,11 @@ def resolve_init_from(value: str) -> str:
     return ""
 
 
-def data_path(config: ml_collections.ConfigDict, what: str) -> str:
-    """data.path, or the generated dataset data.synthetic names (made on first use)."""
-    if config.data.synthetic:
-        return synthetic.ensure_dataset(config.data.synthetic, root=config.data.synthetic_root)
-    if not config.data.path:
-        raise ValueError(f"set data.path to {what} (or data.synthetic for the generated demo data)")
-    return config.data.path
+def data_path(config: ml_collections.ConfigDict) -> str:
+    """data.path when it is given (the generator is then never run); else the generated dataset data.synthetic names."""
+    if config.data.path:
+        return config.data.path
+    return synthetic.ensure_dataset(config.data.synthetic, root=config.data.synthetic_root)
 
 
 class FinetuneTask(Task):
@@ -77,7 +76,7 @@ class FinetuneTask(Task):
     def __init__(self, config: ml_collections.ConfigDict, class_names: tuple[str, ...], output_dir: str | None = None):
         super().__init__(config)
         self.class_names = tuple(class_names)
-        self.output_dir = os.path.abspath(output_dir) if output_dir else None
+        self.output_dir = storage.absolute(output_dir) if output_dir else None
         self.init_from = resolve_init_from(config.init_from)
         self.dtype = compute_dtype(config.model.dtype)
         self.cache = VolumeCache(

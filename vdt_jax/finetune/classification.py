@@ -12,6 +12,7 @@ from flax import linen as nn
 
 from vdt_jax import losses
 from vdt_jax.data import loading
+from vdt_jax.errors import ConfigError
 from vdt_jax.finetune import augment, manifests, metrics, outputs
 from vdt_jax.finetune.base import FinetuneTask, data_path, log
 from vdt_jax.finetune.volume_cache import ClassificationSource
@@ -36,18 +37,18 @@ class Classification3DTask(FinetuneTask):
 
     def __init__(self, config: ml_collections.ConfigDict, output_dir: str | None = None):
         if not config.data.class_names:
-            raise ValueError("set data.class_names, e.g. ('benign', 'malignant'): the manifest's labels index them")
+            raise ConfigError("set data.class_names, e.g. ('benign', 'malignant'): the manifest's labels index them")
         if config.eval.tuned_threshold and len(config.data.class_names) != 2:
-            raise ValueError(f"eval.tuned_threshold needs 2 classes; data.class_names has {len(config.data.class_names)}")
+            raise ConfigError(f"eval.tuned_threshold needs 2 classes; data.class_names has {len(config.data.class_names)}")
         super().__init__(config, tuple(config.data.class_names), output_dir)
         data = config.data
-        rows = manifests.read_manifest(data_path(config, "a CSV/JSON manifest"), len(self.class_names))
+        rows = manifests.read_manifest(data_path(config), len(self.class_names))
         train_split = manifests.SPLIT_ALIASES.get(data.train_split, data.train_split)
         eval_split = manifests.SPLIT_ALIASES.get(data.eval_split, data.eval_split)
         train = [r for r in rows if r.split == train_split]
         self.eval_rows = [r for r in rows if r.split == eval_split]
         if not train or not self.eval_rows:
-            raise ValueError(
+            raise ConfigError(
                 f"the manifest needs rows in split {train_split!r} and {eval_split!r}; found {len(train)} and {len(self.eval_rows)}"
             )
         fraction = float(data.train_fraction)

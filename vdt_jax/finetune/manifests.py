@@ -37,7 +37,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from vdt_jax.errors import UserError
+from vdt_jax.errors import ConfigError, UserError
 
 SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "validation": "val", "valid": "val", "test": "test"}
 
@@ -216,7 +216,7 @@ def select_fraction(items: Sequence[Any], fraction: float, seed: int, strata: Se
     swapping it.
     """
     if not 0.0 < fraction <= 1.0:
-        raise ValueError(f"data.train_fraction must be in (0, 1], got {fraction}")
+        raise ConfigError(f"data.train_fraction must be in (0, 1], got {fraction}")
     strata = [0] * len(items) if strata is None else list(strata)
     rng = np.random.default_rng(seed)
     keep: list[int] = []

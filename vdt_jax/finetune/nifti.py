@@ -39,7 +39,7 @@ from nibabel import orientations
 from scipy import ndimage
 
 from vdt_jax.atomic import atomic_write
-from vdt_jax.errors import UserError
+from vdt_jax.errors import ConfigError, UserError
 
 # Canonical (x, y, z) -> model (D, H, W) = (z, y, x).
 _TO_MODEL = (2, 1, 0)
@@ -132,16 +132,16 @@ class Intensity:
         """From data.hu_window (() for none), data.normalize and data.normalize_mean_std."""
         window = tuple(float(v) for v in config.hu_window) or None
         if window is not None and (len(window) != 2 or window[1] <= 0):
-            raise ValueError(f"data.hu_window must be () or (centre, width>0); got {tuple(config.hu_window)}")
+            raise ConfigError(f"data.hu_window must be () or (centre, width>0); got {tuple(config.hu_window)}")
         if config.normalize not in NORMALIZATIONS:
-            raise ValueError(f"data.normalize must be one of {NORMALIZATIONS}; got {config.normalize!r}")
+            raise ConfigError(f"data.normalize must be one of {NORMALIZATIONS}; got {config.normalize!r}")
         if config.normalize == "window" and window is None:
-            raise ValueError('data.normalize="window" maps data.hu_window to [0, 1]: set data.hu_window=(centre, width)')
+            raise ConfigError('data.normalize="window" maps data.hu_window to [0, 1]: set data.hu_window=(centre, width)')
         mean_std = None
         if config.normalize == "fixed":
             mean_std = tuple(float(v) for v in config.normalize_mean_std)
             if len(mean_std) != 2 or mean_std[1] <= 0:
-                raise ValueError(f"data.normalize_mean_std must be (mean, std>0); got {config.normalize_mean_std!r}")
+                raise ConfigError(f"data.normalize_mean_std must be (mean, std>0); got {config.normalize_mean_std!r}")
         return cls(window, config.normalize, mean_std)
 
     def apply(self, data: np.ndarray) -> np.ndarray:
@@ -165,6 +165,17 @@ class Intensity:
 def check_exists(path: str, what: str = "file") -> None:
     if not os.path.isfile(path):
         raise NiftiError(f"{path}: {what} not found")
+
+
+def check_readable(path: str, where: str) -> None:
+    """Raises NiftiError (naming `where`, e.g. the manifest row) unless `path` exists with a NIfTI header.
+
+    Reads the header only: the cheap check every listed file gets before any preprocessing.
+    """
+    try:
+        _load(path)
+    except NiftiError as error:
+        raise NiftiError(f"{where}: {error}") from None
 
 
 def _load(path: str) -> nib.Nifti1Image:

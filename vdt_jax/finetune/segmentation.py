@@ -12,6 +12,7 @@ from flax import linen as nn
 
 from vdt_jax import losses
 from vdt_jax.data import loading
+from vdt_jax.errors import ConfigError
 from vdt_jax.finetune import manifests, metrics, nifti, outputs, resample, slab_crops, sliding_window
 from vdt_jax.finetune.base import FinetuneTask, data_path, log
 from vdt_jax.finetune.volume_cache import SegmentationSource
@@ -41,7 +42,7 @@ class SegmentationTask(FinetuneTask):
         check_eval_options(config.eval)
         data = config.data
         train, self.eval_cases, names = manifests.read_decathlon(
-            data_path(config, "a dataset.json"),
+            data_path(config),
             train_key=data.train_key,
             eval_key=data.eval_key,
             num_val_cases=data.num_val_cases,
@@ -192,4 +193,4 @@ def check_eval_options(eval_config: ml_collections.ConfigDict) -> None:
     """Raise a ValueError naming the field for an unknown eval.average / resize / dice value."""
     for field, allowed in EVAL_OPTIONS.items():
         if eval_config[field] not in allowed:
-            raise ValueError(f"eval.{field} must be one of {allowed}; got {eval_config[field]!r}")
+            raise ConfigError(f"eval.{field} must be one of {allowed}; got {eval_config[field]!r}")

@@ -30,6 +30,7 @@ from typing import Any, Sequence
 import grain
 import numpy as np
 
+from vdt_jax.errors import ConfigError
 from vdt_jax.finetune import augment
 from vdt_jax.finetune.resample import interpolate_axis, linear_taps, nearest_taps
 
@@ -164,13 +165,13 @@ class SlabCrop(grain.transforms.RandomMap):
 def train_crop(data: Any, augmentation: augment.Augment) -> grain.transforms.RandomMap:
     """The segmentation training crop `data.crop_sampler` names, with its options from the `data` config block."""
     if data.crop_sampler not in SAMPLERS:
-        raise ValueError(f"data.crop_sampler must be one of {SAMPLERS}; got {data.crop_sampler!r}")
+        raise ConfigError(f"data.crop_sampler must be one of {SAMPLERS}; got {data.crop_sampler!r}")
     ratio = tuple(float(r) for r in data.rescale_ratio)
     if len(ratio) != 2 or not 0 < ratio[0] <= ratio[1] or data.rescale_size < 0:
-        raise ValueError(f"data.rescale_ratio must be (low, high) with 0 < low <= high; got {data.rescale_ratio}")
+        raise ConfigError(f"data.rescale_ratio must be (low, high) with 0 < low <= high; got {data.rescale_ratio}")
     if data.crop_sampler == "foreground":
         if data.rescale_size:
-            raise ValueError('data.rescale_size applies to data.crop_sampler "random_z_crop" or "key_slice"; set it to 0')
+            raise ConfigError('data.rescale_size applies to data.crop_sampler "random_z_crop" or "key_slice"; set it to 0')
         return augment.RandomForegroundCrop(data.crop_size, data.foreground_probability, augmentation)
     return SlabCrop(
         data.crop_size,

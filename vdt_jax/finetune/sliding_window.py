@@ -25,6 +25,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from vdt_jax.errors import ConfigError
 from vdt_jax.finetune.augment import crop
 
 WEIGHTINGS = ("constant", "gaussian")
@@ -34,7 +35,7 @@ Triple = tuple[int, int, int]
 def window_starts(size: int, window: int, stride: int) -> list[int]:
     """Start offsets along one axis: every `stride`, plus one flush with the end."""
     if stride <= 0:
-        raise ValueError(f"sliding-window stride must be positive, got {stride}")
+        raise ConfigError(f"sliding-window stride must be positive, got {stride}")
     if size <= window:
         return [0]
     starts = list(range(0, size - window + 1, stride))
@@ -48,7 +49,7 @@ def window_weights(window: Sequence[int], weighting: str) -> np.ndarray:
     if weighting == "constant":
         return np.ones((*window, 1))
     if weighting != "gaussian":
-        raise ValueError(f"unknown sliding-window weighting {weighting!r}; expected one of {WEIGHTINGS}")
+        raise ConfigError(f"unknown sliding-window weighting {weighting!r}; expected one of {WEIGHTINGS}")
     weights = np.ones(())
     for n in window:
         position = np.arange(n) - (n - 1) / 2
@@ -86,7 +87,7 @@ def plan(shape: Sequence[int], window: Sequence[int], stride: Sequence[int]) -> 
     shape = tuple(int(s) for s in shape[:3])
     window = tuple(int(w) for w in window)
     if len(window) != 3 or len(stride) != 3:
-        raise ValueError(f"sliding window and stride need 3 values (D, H, W); got {window}, {tuple(stride)}")
+        raise ConfigError(f"sliding window and stride need 3 values (D, H, W); got {window}, {tuple(stride)}")
     padded = tuple(max(s, w) for s, w in zip(shape, window))
     offset = tuple((p - s) // 2 for p, s in zip(padded, shape))
     starts = tuple(itertools.product(*(window_starts(n, w, int(s)) for n, w, s in zip(padded, window, stride))))

@@ -1,4 +1,4 @@
-"""Label efficiency in miniature: metric vs fraction of training data, pre-trained vs from scratch.
+r"""Label efficiency in miniature: metric vs fraction of training data, pre-trained vs from scratch.
 
     python -m vdt_jax.finetune.sweep                      # demo classification, 3 seeds, ./workdirs/finetune_sweep
     python -m vdt_jax.finetune.sweep --config=configs/finetune_default.py --seeds=0 \
@@ -16,7 +16,9 @@ label_efficiency.png into --sweep_dir.
 "pretrained" starts from --pretrained (default: the demo pre-training workdir,
 ./workdirs/pretrain_demo; run `python -m vdt_jax.pretrain` first); "scratch"
 from random weights. XLA compilations are cached on disk (`vdt_jax.compile_cache`),
-so only the first run of each shape pays for compiling.
+so only the first run of each shape pays for compiling. --print_config prints
+the fine-tuning config every run starts from; a mistake in the command ends it
+with one "error: ..." line and exit status 2 (VDT_TRACEBACK=1 shows the traceback).
 """
 
 from __future__ import annotations
@@ -27,15 +29,14 @@ import os
 import time
 
 import numpy as np
-from absl import app, flags
-from ml_collections import config_flags
+from absl import flags
 
 import configs.finetune_default
-from vdt_jax import compile_cache  # at import: defines --compile_cache
+from vdt_jax import compile_cache, entrypoint, storage  # compile_cache: at import, defines --compile_cache
 from vdt_jax.atomic import write_text_atomic
-from vdt_jax.train import reporting
+from vdt_jax.errors import UserError
 
-config_flags.DEFINE_config_file(
+entrypoint.define_config_flag(
     "config", configs.finetune_default.__file__ + ":classification", "The fine-tuning config to sweep."
 )
 flags.DEFINE_string("sweep_dir", os.path.join("workdirs", "finetune_sweep"), "Run folders, tables and the plot go here.")
@@ -122,28 +123,47 @@ def write_outputs(rows: list[dict], sweep_dir: str, metric: str, title: str) -> 
 
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    from vdt_jax.finetune.base import resolve_init_from
-
+        raise UserError(f"unexpected arguments: {' '.join(argv[1:])} (flags look like --name=value)")
+    if entrypoint.print_config_requested():
+        return
+    entrypoint.quiet_logs()
     FLAGS = flags.FLAGS
     config = FLAGS.config
-    sweep_dir = os.path.abspath(FLAGS.sweep_dir)
+    sweep_dir = storage.check_workdir(FLAGS.sweep_dir, "--sweep_dir")
+    if storage.is_url(sweep_dir):
+        raise UserError(f"--sweep_dir={sweep_dir}: the sweep keeps its runs and XLA cache in a local folder")
+    fractions, seeds = _numbers("fractions", float), _numbers("seeds", int)
+    from vdt_jax.finetune import check_config
+
+    check_config(config)
+    if FLAGS.pretrained != "auto":
+        storage.check_exists(FLAGS.pretrained, "--pretrained")
+    from vdt_jax.finetune.base import resolve_init_from
+    from vdt_jax.train import reporting
+
     pretrained = resolve_init_from(FLAGS.pretrained)
     if not pretrained:
-        raise app.UsageError("the sweep compares against pre-trained weights: run `python -m vdt_jax.pretrain` or pass --pretrained=PATH")
+        raise UserError("the sweep compares against pre-trained weights: run `python -m vdt_jax.pretrain` or pass --pretrained=PATH")
     os.makedirs(sweep_dir, exist_ok=True)
     compile_cache.enable_from_flags()
     metric = FLAGS.metric or ("mean_dice" if config.task == "segmentation" else "auc")
     config.eval.write_predictions = False  # only the metric matters here
     start = time.perf_counter()
-    rows = sweep(config, sweep_dir, [float(f) for f in FLAGS.fractions], [int(s) for s in FLAGS.seeds], pretrained, metric)
+    rows = sweep(config, sweep_dir, fractions, seeds, pretrained, metric)
     title = (
         f"Label efficiency ({config.task}, {config.num_train_steps} steps per run, "
-        f"{len(FLAGS.seeds)} seed(s), bars +-1 std)"
+        f"{len(seeds)} seed(s), bars +-1 std)"
     )
     paths = write_outputs(rows, sweep_dir, metric, title)
     print(f"Sweep done in {reporting.format_duration(time.perf_counter() - start)}: " + ", ".join(paths.values()))
 
 
+def _numbers(name: str, kind: type) -> list:
+    try:
+        return [kind(value) for value in flags.FLAGS[name].value]
+    except ValueError:
+        raise UserError(f"--{name}={','.join(flags.FLAGS[name].value)}: expected comma-separated {kind.__name__}s") from None
+
+
 if __name__ == "__main__":
-    app.run(main)
+    entrypoint.run(main)

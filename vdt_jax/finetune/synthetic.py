@@ -35,6 +35,8 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
+from vdt_jax.errors import ConfigError
+
 VERSION = 2
 DEFAULT_ROOT = os.path.join(os.path.expanduser("~"), ".cache", "vdt_jax", f"synthetic_ct_v{VERSION}")
 SEGMENTATION_LABELS = ("background", "organ", "lesion")
@@ -56,7 +58,7 @@ def ensure_dataset(kind: str, root: str | None = None, **kwargs) -> str:
     """
     writers = {"segmentation": (write_segmentation_dataset, "dataset.json"), "classification": (write_classification_dataset, "manifest.csv")}
     if kind not in writers:
-        raise ValueError(f"unknown synthetic dataset {kind!r}; expected one of {sorted(writers)}")
+        raise ConfigError(f"unknown synthetic dataset {kind!r}; expected one of {sorted(writers)}")
     writer, index_file = writers[kind]
     suffix = "".join(f"_{k}{'x'.join(map(str, v)) if isinstance(v, (tuple, list)) else v}" for k, v in sorted(kwargs.items()))
     folder = os.path.join(os.path.abspath(root or DEFAULT_ROOT), kind + suffix)

@@ -21,6 +21,7 @@ from typing import Any, Sequence
 import grain
 import numpy as np
 
+from vdt_jax.errors import ConfigError
 from vdt_jax.finetune import nifti
 from vdt_jax.finetune.manifests import Row
 
@@ -43,7 +44,7 @@ class Preprocessing:
         """From data.in_channels, target_spacing (() keeps each file's; a 0 entry keeps that axis), the intensity fields and label_map."""
         spacing = tuple(float(s) for s in data_config.target_spacing)
         if spacing and (len(spacing) != 3 or min(spacing) < 0 or max(spacing) == 0):
-            raise ValueError(
+            raise ConfigError(
                 f"data.target_spacing must be () or three (x, y, z) mm, each > 0 or 0 to keep that axis; got {spacing}"
             )
         return cls(

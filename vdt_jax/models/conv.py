@@ -37,6 +37,8 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
+from vdt_jax.errors import ConfigError
+
 Triple = tuple[int, int, int]
 IMPLEMENTATIONS = ("conv3d", "depth_taps", "auto")
 
@@ -64,7 +66,7 @@ def resolve_geometry(
 def resolve_impl(impl: str) -> str:
     """"auto" -> "depth_taps" on a CPU backend, "conv3d" elsewhere; checks the name."""
     if impl not in IMPLEMENTATIONS:
-        raise ValueError(f"unknown conv impl {impl!r}; expected one of {IMPLEMENTATIONS}")
+        raise ConfigError(f"unknown conv impl {impl!r} (--config.model.conv_impl); expected one of {IMPLEMENTATIONS}")
     if impl == "auto":
         return "depth_taps" if jax.default_backend() == "cpu" else "conv3d"
     return impl

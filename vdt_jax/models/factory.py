@@ -7,6 +7,7 @@ from typing import Sequence
 import jax.numpy as jnp
 import ml_collections
 
+from vdt_jax.errors import ConfigError
 from vdt_jax.models.resnet3d import STAGES, ResNet3D, resnet3d
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
@@ -15,7 +16,7 @@ DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float
 def compute_dtype(name: str):
     """The jnp dtype for a config's dtype string."""
     if name not in DTYPES:
-        raise ValueError(f"unknown compute dtype {name!r}; expected one of {sorted(DTYPES)}")
+        raise ConfigError(f"unknown compute dtype {name!r}; expected one of {sorted(DTYPES)}")
     return DTYPES[name]
 
 

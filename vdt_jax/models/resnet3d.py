@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
+from vdt_jax.errors import ConfigError
 from vdt_jax.models.conv import Conv3D
 from vdt_jax.models.norms import GroupedBatchNorm
 
@@ -162,9 +163,9 @@ def norm_factory(
     that many consecutive examples (`GroupedBatchNorm`); 0 uses the whole batch.
     """
     if group_size is not None and group_size < 0:
-        raise ValueError(f"model.bn_group_size must be >= 0 (0: the whole batch), got {group_size}")
+        raise ConfigError(f"model.bn_group_size must be >= 0 (0: the whole batch), got {group_size}")
     if group_size and kind != "batch":
-        raise ValueError(f"model.bn_group_size={group_size} applies to norm='batch' only, not norm={kind!r}; set it to 0")
+        raise ConfigError(f"model.bn_group_size={group_size} applies to norm='batch' only, not norm={kind!r}; set it to 0")
     if kind == "batch":
         grouped = {"group_size": group_size} if group_size else {}
         return functools.partial(
@@ -178,7 +179,7 @@ def norm_factory(
         )
     if kind == "group":
         return functools.partial(nn.GroupNorm, num_groups=32, epsilon=1e-5, dtype=dtype, param_dtype=param_dtype)
-    raise ValueError(f"unknown norm {kind!r}; expected one of {NORMS}")
+    raise ConfigError(f"unknown norm {kind!r}; expected one of {NORMS}")
 
 ResNet3D10 = functools.partial(ResNet3D, stage_sizes=(1, 1, 1, 1), block_cls=BasicBlock)
 ResNet3D18 = functools.partial(ResNet3D, stage_sizes=(2, 2, 2, 2), block_cls=BasicBlock)
@@ -193,5 +194,5 @@ DEPTHS = {10: ResNet3D10, 18: ResNet3D18, 34: ResNet3D34, 50: ResNet3D50, 101: R
 def resnet3d(depth: int, **kwargs: Any) -> ResNet3D:
     """The 3D ResNet of the given depth (10, 18, 34, 50, 101 or 152)."""
     if depth not in DEPTHS:
-        raise ValueError(f"no 3D ResNet of depth {depth}; choose one of {sorted(DEPTHS)}")
+        raise ConfigError(f"no 3D ResNet of depth {depth}; choose one of {sorted(DEPTHS)}")
     return DEPTHS[depth](**kwargs)

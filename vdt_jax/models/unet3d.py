@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import ml_collections
 from flax import linen as nn
 
+from vdt_jax.errors import ConfigError
 from vdt_jax.models.conv import Conv3D
 from vdt_jax.models.factory import build_model
 from vdt_jax.models.resnet3d import ResNet3D, norm_factory
@@ -92,7 +93,7 @@ class UNet3D(nn.Module):
         for i, name in enumerate(SKIPS, start=1):
             y = UpBlock(features[name].shape[-1], conv, norm, self.up_conv_norm, name=f"up{i}")(y, features[name])
         if self.head_convs < 1:
-            raise ValueError(f"unet.head_convs must be >= 1, got {self.head_convs}")
+            raise ConfigError(f"unet.head_convs must be >= 1, got {self.head_convs}")
         for i in range(self.head_convs):
             suffix = str(i + 1) if i else ""  # head_conv, head_conv2, ...: the one-conv head keeps its names
             y = conv(self.head_channels or features["stem"].shape[-1], 3, name=f"head_conv{suffix}")(y)

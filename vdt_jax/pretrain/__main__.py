@@ -1,28 +1,27 @@
-"""Supervised 3D pre-training with the variable dimension transform.
+r"""Supervised 3D pre-training with the variable dimension transform.
 
     python -m vdt_jax.pretrain                                  # built-in demo, ./workdirs/pretrain_demo
     python -m vdt_jax.pretrain --config=configs/imagenet_r3d18.py --workdir=/abs/or/relative/dir \
         --config.batch_size=1024
+    python -m vdt_jax.pretrain --config=configs/imagenet_r3d18.py --print_config   # every field, then exit
 
-Running the same command again resumes from the newest checkpoint in the workdir.
-The same command runs on every host of a TPU pod slice or GPU cluster: see
+Any config field can be overridden as --config.<field>=<value> (--print_config
+lists them). Running the same command again resumes from the newest usable
+checkpoint in the workdir, which may be a local folder or a gs:// URL. The
+same command runs on every host of a TPU pod slice or GPU cluster: see
 vdt_jax/distributed.py for the --distributed, --coordinator_address,
 --num_processes, --process_id and --local_device_ids flags, and launch/.
-On SIGTERM (preemption) all processes save one agreed step and exit with status 0.
+On SIGTERM (preemption) all processes save one agreed step and exit with
+status 0. A mistake in the command ends it with one "error: ..." line and
+exit status 2 (VDT_TRACEBACK=1 shows the traceback).
 """
 
 from __future__ import annotations
 
 import os
 
-from absl import app
-
 import configs.default
-from vdt_jax import entrypoint  # at import: defines the multi-process flags
-from vdt_jax.pretrain.vdt_classification import VDTClassificationTask
-from vdt_jax.train import preemption, reporting
-
-preemption.ignore_sigterm_in_data_workers(__name__)
+from vdt_jax import entrypoint
 
 DEFAULT_WORKDIR = os.path.join("workdirs", "pretrain_demo")
 
@@ -32,11 +31,27 @@ entrypoint.define_run_flags(
 
 
 def main(argv: list[str]) -> None:
-    entrypoint.train_main(argv, lambda config, workdir: VDTClassificationTask(config), _print_summary)
+    entrypoint.train_main(argv, _make_task, _print_summary, check_config=check_config)
+
+
+def check_config(config) -> None:
+    """The checks before JAX loads: init_from exists, and the dataset is prepared (the demo one is made here)."""
+    entrypoint.check_init_from(config)
+    from vdt_jax.data import tfds_datasets  # TFDS only: seconds
+
+    tfds_datasets.prepare_dataset(config.data)
+
+
+def _make_task(config, workdir: str):
+    from vdt_jax.pretrain.vdt_classification import VDTClassificationTask
+
+    return VDTClassificationTask(config)
 
 
 def _print_summary(config, metrics: dict, workdir: str, seconds: float) -> None:
     import jax
+
+    from vdt_jax.train import reporting
 
     if jax.process_index() != 0:
         return
@@ -54,4 +69,4 @@ def _print_summary(config, metrics: dict, workdir: str, seconds: float) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    entrypoint.run(main)

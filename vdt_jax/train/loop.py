@@ -21,7 +21,8 @@ import jax
 import ml_collections
 import numpy as np
 
-from vdt_jax import checkpointing
+from vdt_jax import checkpointing, storage
+from vdt_jax.atomic import write_text_atomic
 from vdt_jax.train import mesh as mesh_lib
 from vdt_jax.train import optim, preemption, reporting
 from vdt_jax.train import state as state_lib
@@ -58,8 +59,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, task: Ta
       workdir: checkpoints, metrics.jsonl, TensorBoard events and config.json go here.
       task: the model, data, loss and evaluation (`vdt_jax.train.task`).
     """
-    workdir = os.path.abspath(workdir)
-    os.makedirs(workdir, exist_ok=True)
+    workdir = storage.absolute(workdir)
     mesh = mesh_lib.make_mesh()
     run = make_run_schedule(config, task.num_train_examples)
     per_process_batch = mesh_lib.per_process_batch_size(config.batch_size, mesh)
@@ -76,8 +76,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, task: Ta
     ckpt = checkpointing.Checkpointer(
         workdir, every_steps=config.checkpoint_every_steps, keep=config.keep_checkpoints
     )
+    try:
+        state = _resume_or_start(state, task, train_iter, ckpt, config, workdir, tx, mesh)
+    except BaseException:
+        ckpt.close()
+        raise
+    # Only now, with the state in hand, does the run write into its workdir: a failed start leaves none.
     reporter = reporting.Reporter(workdir, total_steps=run.total_steps, global_batch=config.batch_size)
-    state = _resume_or_start(state, task, train_iter, ckpt, reporter, config, workdir, tx, mesh)
     reporter.print(
         f"{task.__class__.__name__}: {state_lib.count_params(state.params):,} parameters, "
         f"{jax.device_count()} devices, {jax.process_count()} processes, global batch {config.batch_size}, "
@@ -94,12 +99,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, task: Ta
     return metrics
 
 
-def _resume_or_start(state, task, train_iter, ckpt, reporter, config, workdir, tx, mesh):
-    """Restore the newest checkpoint if there is one; else apply the task's initial weights."""
-    latest = ckpt.latest_step()
-    if latest is not None:
-        state = ckpt.restore(latest, state, train_iter)
-        reporter.print(f"Resumed from {ckpt.directory}/{latest} (step {int(state.step)}).")
+def _resume_or_start(state, task, train_iter, ckpt, config, workdir, tx, mesh):
+    """Restore the newest usable checkpoint if there is one; else apply the task's initial weights."""
+    state, step = ckpt.restore_latest(state, train_iter)
+    if step is not None:
+        reporting.print_once(f"Resumed from {ckpt.directory}/{step} (step {int(state.step)}).")
         return state
     initial = task.initial_variables(mesh_lib.to_host(state.variables))
     if initial is not None:
@@ -107,8 +111,8 @@ def _resume_or_start(state, task, train_iter, ckpt, reporter, config, workdir, t
             task.build_model(), tx, task.example_inputs(), jax.random.key(0), mesh, initial_variables=initial
         )
     if jax.process_index() == 0:
-        with open(os.path.join(workdir, "config.json"), "w") as f:
-            json.dump(config.to_dict(), f, indent=2, default=str)
+        storage.makedirs(workdir)
+        write_text_atomic(os.path.join(workdir, "config.json"), json.dumps(config.to_dict(), indent=2, default=str))
     return state
 
 

@@ -8,6 +8,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from vdt_jax.errors import ConfigError
+
 DATA_AXIS = "data"
 
 
@@ -34,7 +36,7 @@ def per_process_batch_size(global_batch: int, mesh: Mesh) -> int:
     """The share of the global batch one process feeds; checks it divides evenly."""
     devices, processes = mesh.size, jax.process_count()
     if global_batch % devices:
-        raise ValueError(f"batch size {global_batch} is not divisible by the {devices} devices of the mesh")
+        raise ConfigError(f"batch size {global_batch} is not divisible by the {devices} devices of the mesh")
     return global_batch // processes
 
 

@@ -9,6 +9,8 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from vdt_jax.errors import ConfigError
+
 
 def learning_rate(config: ml_collections.ConfigDict, batch_size: int) -> float:
     """Peak learning rate: `base_lr` is per 256 examples and scales linearly (Goyal et al.)."""
@@ -30,7 +32,7 @@ def make_schedule(config: ml_collections.ConfigDict, *, peak_lr: float, total_st
     50 iterations).
     """
     if config.warmup not in WARMUPS:
-        raise ValueError(f"unknown optimizer.warmup {config.warmup!r}; expected one of {WARMUPS}")
+        raise ConfigError(f"unknown optimizer.warmup {config.warmup!r}; expected one of {WARMUPS}")
     warmup = config.warmup_steps if config.warmup_steps > 0 else int(config.warmup_epochs * steps_per_epoch)
     warmup = min(warmup, max(total_steps - 1, 0))
     if config.warmup == "constant":
@@ -54,7 +56,7 @@ def _decay(config: ml_collections.ConfigDict, peak_lr: float, steps: int, steps_
         return optax.piecewise_constant_schedule(peak_lr, {b: s for b, s in boundaries.items() if b > 0})
     if kind == "poly":
         return optax.polynomial_schedule(peak_lr, config.min_lr, config.poly_power, steps)
-    raise ValueError(f"unknown optimizer.schedule {kind!r}; expected cosine, constant, step or poly")
+    raise ConfigError(f"unknown optimizer.schedule {kind!r}; expected cosine, constant, step or poly")
 
 
 def make_optimizer(
@@ -88,5 +90,5 @@ def _base_optimizer(config: ml_collections.ConfigDict, schedule: optax.Schedule)
     elif name == "adamw":
         return optax.adamw(schedule, weight_decay=config.weight_decay)
     else:
-        raise ValueError(f"unknown optimizer.name {name!r}; expected sgd, adam or adamw")
+        raise ConfigError(f"unknown optimizer.name {name!r}; expected sgd, adam or adamw")
     return optax.chain(decay, base)

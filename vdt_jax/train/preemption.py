@@ -33,8 +33,8 @@ checkpoint it resumed from does not hold. A notice during a long evaluation
 is acted on after it. Only the main process is covered:
 schedulers that signal every process (SLURM, a VM shutting down) also
 reach grain's data-loader worker processes (data.num_workers > 0), which
-die and take the run down before the agreed step unless the entry point
-calls `ignore_sigterm_in_data_workers(__name__)` (vdt_jax.pretrain does).
+would die and take the run down before the agreed step; the data loader
+makes them ignore SIGTERM (`vdt_jax.data.workers`).
 """
 
 from __future__ import annotations
@@ -150,16 +150,3 @@ class PreemptionWatch:
                             signal.Signals(signum).name)
         self._signalled.set()
 
-
-def ignore_sigterm_in_data_workers(module_name: str) -> None:
-    """Call at the top level of an entry-point module with its `__name__`.
-
-    grain starts its worker processes with multiprocessing's "spawn", which
-    imports the entry-point module again in each worker under the name
-    "__mp_main__". There, and only there, this makes SIGTERM ignored, so a
-    signal sent to every process of a job leaves the workers feeding the main
-    process until it has saved the agreed checkpoint; they stop when the main
-    process shuts its data loaders down (or at the scheduler's SIGKILL).
-    """
-    if module_name == "__mp_main__":
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)

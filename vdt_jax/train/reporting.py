@@ -1,4 +1,4 @@
-"""Progress lines, JSON-lines metrics and TensorBoard events (process 0 only)."""
+"""Progress lines, JSON-lines metrics and TensorBoard events (process 0 only), in a local or gs:// workdir."""
 
 from __future__ import annotations
 
@@ -9,6 +9,14 @@ import time
 from typing import Any, Mapping
 
 import jax
+
+from vdt_jax import storage
+
+
+def print_once(line: str) -> None:
+    """Print on process 0 only."""
+    if jax.process_index() == 0:
+        print(line, flush=True, file=sys.stdout)
 
 
 def format_duration(seconds: float) -> str:
@@ -33,8 +41,9 @@ class Reporter:
         self._writer = None
         self._window_start: tuple[float, int] | None = None
         if self.enabled:
-            from tensorboardX import SummaryWriter
+            from tensorboardX import SummaryWriter  # writes gs:// through google-cloud-storage
 
+            storage.makedirs(workdir)
             self._writer = SummaryWriter(os.path.join(workdir, "tensorboard"))
 
     def start(self, step: int) -> None:
@@ -66,8 +75,8 @@ class Reporter:
     def _write(self, split: str, step: int, metrics: Mapping[str, Any]) -> None:
         if not self.enabled:
             return
-        with open(self.metrics_path, "a") as f:
-            f.write(json.dumps({"split": split, "step": step, **{k: float(v) for k, v in metrics.items()}}) + "\n")
+        record = {"split": split, "step": step, **{k: float(v) for k, v in metrics.items()}}
+        storage.append_text(self.metrics_path, json.dumps(record) + "\n")
         for k, v in metrics.items():
             self._writer.add_scalar(f"{split}/{k}", float(v), step)
         self._writer.flush()

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from vdt_jax.atomic import atomic_write
+from vdt_jax.errors import MissingDependencyError, MissingFileError
 from vdt_jax.weights.keys import WeightConversionError, to_torch_state_dict
 
 TORCH_EXTENSIONS = (".pth", ".pt", ".bin")
@@ -25,11 +26,19 @@ NESTING_KEYS = ("state_dict", "model")
 _MAX_LISTED = 12
 
 
+def check_torch_available(purpose: str) -> None:
+    """Raises MissingDependencyError (naming the pip extra) unless PyTorch can be imported; does not import it."""
+    import importlib.util
+
+    if importlib.util.find_spec("torch") is None:
+        _import_torch(purpose)
+
+
 def _import_torch(purpose: str):
     try:
         import torch  # noqa: PLC0415 (kept lazy: torch is optional)
     except ImportError as error:
-        raise ImportError(
+        raise MissingDependencyError(
             f"{purpose} needs PyTorch (pip install 'vdt-jax[torch]'); .safetensors files work without it"
         ) from error
     return torch
@@ -68,7 +77,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"no weight file at {path}")
+        raise MissingFileError(f"no weight file at {path}")
     suffix = file_extension(path)
     if suffix in SAFETENSORS_EXTENSIONS:
         return _read_safetensors(path)

@@ -36,6 +36,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from vdt_jax.errors import ConfigError, MissingFileError
 from vdt_jax.weights import files, keys
 from vdt_jax.weights.load import CLASSIFIER, LoadReport, from_torch_state_dict
 
@@ -96,7 +97,8 @@ def trainable_mask(params: Mapping[str, Any], freeze: tuple[str, ...], backbone:
 
     unknown = sorted(set(freeze) - set(STAGES) - {BACKBONE_KEY})
     if unknown:
-        raise ValueError(f"finetune.freeze has unknown stage(s) {unknown}; expected names from {STAGES + (BACKBONE_KEY,)}")
+        expected = STAGES + (BACKBONE_KEY,)
+        raise ConfigError(f"--config.finetune.freeze has unknown stage(s) {unknown}; expected names from {expected}")
     stages = set(STAGES) if BACKBONE_KEY in freeze else set(freeze)
 
     def trainable(path, _) -> bool:
@@ -114,7 +116,7 @@ def _read_source(init_from: str) -> tuple[dict[str, np.ndarray], str]:
     """A torchvision-style numpy state dict of the source's ResNet backbone (plus classifier)."""
     path = os.path.abspath(os.path.expanduser(init_from))
     if not os.path.exists(path):
-        raise FileNotFoundError(f"init_from={init_from!r}: no such file or directory")
+        raise MissingFileError(f"init_from={init_from!r}: no such file or directory")
     if os.path.isdir(path):
         from vdt_jax import checkpointing
 
@@ -125,7 +127,7 @@ def _read_source(init_from: str) -> tuple[dict[str, np.ndarray], str]:
         return keys.to_torch_state_dict(variables), path
     known = files.TORCH_EXTENSIONS + files.SAFETENSORS_EXTENSIONS
     if files.file_extension(path) not in known:
-        raise ValueError(
+        raise keys.WeightConversionError(
             f"init_from={init_from!r} is neither a vdt-jax workdir/checkpoint folder nor a weight file "
             f"({', '.join(known)})"
         )
