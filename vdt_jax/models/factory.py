@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+import flax.linen as nn
 import jax.numpy as jnp
 import ml_collections
 
-from vdt_jax.models.resnet3d import ResNet3D, resnet3d
+from vdt_jax.models.p3d import ARCHS as P3D_ARCHS
+from vdt_jax.models.p3d import P3D, p3d
+from vdt_jax.models.resnet3d import resnet3d
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+ARCHS = ("resnet3d", *P3D_ARCHS)
+# ResNet3D options and the only value a pseudo-3D network can honour.
+_P3D_FIXED = {
+    "stem_stride": True,
+    "depth_stride": False,
+    "stage_strides": (1, 2, 2, 2),
+    "shortcut_type": "B",
+    "force_downsample": False,
+}
 
 
 def compute_dtype(name: str):
@@ -17,14 +29,24 @@ def compute_dtype(name: str):
     return DTYPES[name]
 
 
-def build_model(model_config: ml_collections.ConfigDict, num_classes: int | None) -> ResNet3D:
-    """The 3D ResNet described by `model_config` (configs/default.py: `model_config()` lists the fields).
+def build_model(model_config: ml_collections.ConfigDict, num_classes: int | None) -> nn.Module:
+    """The network described by `model_config` (configs/default.py: `model_config()` lists the fields).
 
     Args:
-      model_config: depth, widths, stem_stride, depth_stride, stage_strides,
-        norm, conv_impl, dtype.
+      model_config: arch ("resnet3d", "p3d" or "mp3d"); depth for ResNets,
+        p3d_variant ("63" or "18ba") for the pseudo-3D nets; widths, norm,
+        conv_impl, dtype; ResNet-only: stem_stride, depth_stride,
+        stage_strides, shortcut_type, force_downsample.
       num_classes: classifier size, or None for the multi-scale feature backbone.
+
+    Returns:
+      A `ResNet3D` or `P3D` module.
     """
+    arch = model_config.arch
+    if arch not in ARCHS:
+        raise ValueError(f"unknown config.model.arch {arch!r}; expected one of {ARCHS}")
+    if arch != "resnet3d":
+        return _build_p3d(model_config, num_classes)
     return resnet3d(
         int(model_config.depth),
         num_classes=num_classes,
@@ -32,6 +54,27 @@ def build_model(model_config: ml_collections.ConfigDict, num_classes: int | None
         stem_stride=bool(model_config.stem_stride),
         depth_stride=bool(model_config.depth_stride),
         stage_strides=tuple(model_config.stage_strides),
+        shortcut_type=model_config.shortcut_type,
+        force_downsample=bool(model_config.force_downsample),
+        norm=model_config.norm,
+        conv_impl=model_config.conv_impl,
+        dtype=compute_dtype(model_config.dtype),
+    )
+
+
+def _build_p3d(model_config: ml_collections.ConfigDict, num_classes: int | None) -> P3D:
+    for field, fixed in _P3D_FIXED.items():
+        value = model_config[field]
+        if (tuple(value) if isinstance(value, (list, tuple)) else value) != fixed:
+            raise ValueError(
+                f"config.model.{field}={value!r} has no meaning for arch {model_config.arch!r}: pseudo-3D nets "
+                f"never stride depth and stride in-plane by 2 from stage 2 on; set config.model.{field}={fixed!r}"
+            )
+    return p3d(
+        model_config.arch,
+        model_config.p3d_variant,
+        num_classes=num_classes,
+        widths=tuple(model_config.widths),
         norm=model_config.norm,
         conv_impl=model_config.conv_impl,
         dtype=compute_dtype(model_config.dtype),

@@ -23,6 +23,7 @@ from vdt_jax.models.conv import Conv3D
 
 ModuleDef = Any
 NORMS = ("batch", "group")
+SHORTCUT_TYPES = ("A", "B")
 
 
 class BasicBlock(nn.Module):
@@ -32,6 +33,8 @@ class BasicBlock(nn.Module):
     strides: tuple[int, int, int]
     conv: ModuleDef
     norm: ModuleDef
+    shortcut_type: str = "B"
+    force_downsample: bool = False
     expansion = 1
 
     @nn.compact
@@ -50,6 +53,8 @@ class Bottleneck(nn.Module):
     strides: tuple[int, int, int]
     conv: ModuleDef
     norm: ModuleDef
+    shortcut_type: str = "B"
+    force_downsample: bool = False
     expansion = 4
 
     @nn.compact
@@ -64,9 +69,18 @@ class Bottleneck(nn.Module):
 
 
 def _shortcut(block: nn.Module, x: jax.Array, out_features: int) -> jax.Array:
-    """Identity, or a strided 1x1x1 conv + norm when the shape changes (type-B shortcut)."""
-    if x.shape[-1] == out_features and all(s == 1 for s in block.strides):
+    """The block's shortcut: identity where the shape is kept (unless `force_downsample`), else by `shortcut_type`.
+
+    Type B: a strided 1x1x1 conv + norm. Type A (MedicalNet, MONAI
+    `shortcut_type="A"`): parameter-free, the input subsampled by the stride
+    with zero channels appended.
+    """
+    same_shape = x.shape[-1] == out_features and all(s == 1 for s in block.strides)
+    if same_shape and not block.force_downsample:
         return x
+    if block.shortcut_type == "A":
+        x = x[:, :: block.strides[0], :: block.strides[1], :: block.strides[2]]
+        return jnp.pad(x, [(0, 0)] * 4 + [(0, out_features - x.shape[-1])])
     x = block.conv(out_features, 1, block.strides, name="downsample_conv")(x)
     return block.norm(name="downsample_bn")(x)
 
@@ -85,6 +99,11 @@ class ResNet3D(nn.Module):
       depth_stride: stride depth like height and width everywhere.
       stage_strides: in-plane stride of each stage's first block.
       norm: "batch" (synchronised over the global batch under jit) or "group" (32 groups).
+      shortcut_type: "B" (1x1x1 conv + norm where the shape changes) or "A"
+        (parameter-free strided identity with zero-padded channels, MedicalNet).
+      force_downsample: give layer1's first block a 1x1x1 conv + norm shortcut
+        although its shape does not change, as the reference's released
+        pre-training network has it (`layer1.0.downsample.*`, a bug there).
       conv_impl: see `vdt_jax.models.conv`.
       dtype: compute dtype; parameters stay `param_dtype`.
     """
@@ -98,6 +117,8 @@ class ResNet3D(nn.Module):
     depth_stride: bool = False
     stage_strides: Sequence[int] = (1, 2, 2, 2)
     norm: str = "batch"
+    shortcut_type: str = "B"
+    force_downsample: bool = False
     bn_momentum: float = 0.9
     conv_impl: str = "conv3d"
     dtype: Any = jnp.float32
@@ -108,6 +129,8 @@ class ResNet3D(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array | dict[str, jax.Array]:
+        if self.shortcut_type not in SHORTCUT_TYPES:
+            raise ValueError(f"unknown shortcut_type {self.shortcut_type!r}; expected one of {SHORTCUT_TYPES}")
         conv = functools.partial(Conv3D, impl=self.conv_impl, dtype=self.dtype, param_dtype=self.param_dtype)
         norm = self._norm_factory(train)
         features = {}
@@ -118,7 +141,8 @@ class ResNet3D(nn.Module):
         for stage, (num_blocks, width) in enumerate(zip(self.stage_sizes, self.widths)):
             for i in range(num_blocks):
                 strides = self._stride(self.stage_strides[stage]) if i == 0 else (1, 1, 1)
-                x = self.block_cls(width, strides, conv, norm, name=f"layer{stage + 1}_{i}")(x)
+                shortcut = dict(shortcut_type=self.shortcut_type, force_downsample=self.force_downsample and i == 0)
+                x = self.block_cls(width, strides, conv, norm, **shortcut, name=f"layer{stage + 1}_{i}")(x)
             features[f"layer{stage + 1}"] = x
         if self.num_classes is None:
             return features
