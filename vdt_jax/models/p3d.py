@@ -202,7 +202,15 @@ class P3D(nn.Module):
 
 P3D63 = functools.partial(P3D, stage_sizes=(3, 4, 6, 3), block_cls=P3DBottleneck)
 P3D18ba = functools.partial(P3D, stage_sizes=(2, 2, 2, 2), block_cls=P3DBasicBlock)
-VARIANTS = {"63": P3D63, "18ba": P3D18ba}
+# The reference's other settings: "18" is bottleneck (2, 2, 2, 2), "34ba" basic (3, 4, 6, 3).
+VARIANTS = {
+    "18": functools.partial(P3D, stage_sizes=(2, 2, 2, 2), block_cls=P3DBottleneck),
+    "18ba": P3D18ba,
+    "34ba": functools.partial(P3D, stage_sizes=(3, 4, 6, 3), block_cls=P3DBasicBlock),
+    "63": P3D63,
+    "131": functools.partial(P3D, stage_sizes=(3, 4, 23, 3), block_cls=P3DBottleneck),
+    "199": functools.partial(P3D, stage_sizes=(3, 8, 36, 3), block_cls=P3DBottleneck),
+}
 ARCHS = ("p3d", "mp3d")
 
 
@@ -211,7 +219,8 @@ def p3d(arch: str, variant: str, **kwargs: Any) -> P3D:
 
     Args:
       arch: "mp3d" (depth never pooled) or "p3d" (depth max-pooled after layers 1-3).
-      variant: "63" (bottleneck blocks 3, 4, 6, 3) or "18ba" (basic blocks 2, 2, 2, 2).
+      variant: "63" (bottleneck blocks 3, 4, 6, 3), "18ba" (basic blocks 2, 2, 2, 2), or
+        the reference's other settings "18", "34ba", "131", "199" (see VARIANTS).
       **kwargs: further `P3D` attributes (num_classes, widths, norm, ...).
 
     Returns:
