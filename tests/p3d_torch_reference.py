@@ -124,7 +124,8 @@ class P3DReference(nn.Module):
             for b in range(blocks):
                 downsample = None
                 if b == 0 and (stage > 1 or cin != cout):
-                    downsample = nn.Sequential(nn.Conv3d(cin, cout, 1, stride=stride, bias=False), make_norm(norm, cout))
+                    shortcut_conv = nn.Conv3d(cin, cout, 1, stride=stride, bias=False)
+                    downsample = nn.Sequential(shortcut_conv, make_norm(norm, cout))
                 layers.append(block(cin, planes, stride if b == 0 else 1, "ABC"[index % 3], downsample, norm))
                 cin, index = cout, index + 1
             setattr(self, f"layer{stage}", nn.Sequential(*layers))

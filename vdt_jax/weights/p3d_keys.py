@@ -63,7 +63,10 @@ def _order(torch_key: str) -> tuple:
     rank = _LEAF_ORDER.index(leaf)
     if match := re.fullmatch(r"layer(\d+)\.(\d+)\.(.+)", module):
         inner = match[3]
-        within = (0, inner) if inner.startswith("downsample") else (1, int(re.search(r"\d+", inner)[0]), "norm" in inner)
+        if inner.startswith("downsample"):  # the reference block registers its shortcut first
+            within: tuple = (0, inner)
+        else:  # conv1, norm_1, conv2, norm_2, ...
+            within = (1, int(re.search(r"\d+", inner)[0]), "norm" in inner)
         return (1, int(match[1]), int(match[2]), within, rank)
     if module in ("conv1_custom", "norm1"):
         return (0, module == "norm1", rank)
@@ -154,18 +157,20 @@ def from_torch_state_dict(state_dict: Mapping[str, Any], template: Mapping, *, p
     missing, mismatched = [], []
     for key, (collection, path) in flax_to_torch_keys(template).items():
         leaf = _get(template[collection], path)
+        expected = to_torch_layout(np.empty(leaf.shape, np.uint8)).shape
         if key not in tensors:
-            missing.append(f"{key} {to_torch_layout(np.empty(leaf.shape, np.uint8)).shape}")
+            missing.append(f"{key} {expected}")
             continue
-        value = to_flax_layout(tensors.pop(key))
-        if value.shape != tuple(leaf.shape):
-            mismatched.append(f"{key}: file {to_torch_layout(value).shape}, model {to_torch_layout(np.empty(leaf.shape, np.uint8)).shape}")
+        value = tensors.pop(key)
+        if value.shape != expected:
+            mismatched.append(f"{key}: file {value.shape}, model {expected}")
             continue
+        value = to_flax_layout(value)
         node = variables.setdefault(collection, {})
         for name in path[:-1]:
             node = node.setdefault(name, {})
         node[path[-1]] = value.astype(leaf.dtype)
-    _raise_problems(missing, sorted(tensors), mismatched)
+    _raise_problems(missing, [f"{key} {tensors[key].shape}" for key in sorted(tensors)], mismatched)
     return variables
 
 
