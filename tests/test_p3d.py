@@ -145,9 +145,9 @@ def assert_stage_parity(flax_out: dict, torch_out: list, label: str) -> None:
 PARITY_CASES = [
     ("mp3d", "63", "groupconv", "batch", (8, 8, 16, 16)),
     ("mp3d", "18ba", "depthconv", "group", (32, 32, 32, 32)),
-    # GroupNorm(32) on 32 channels normalises single channels over few voxels, so deep random networks
-    # amplify float32 rounding (PyTorch float32 vs float64 differs by 3e-4 at layer4 with widths 32);
-    # widths 64-128 keep 2-16 channels per group, as the full network's groups of 2-64 channels.
+    # GroupNorm(32) on 32 channels normalises single channels over few voxels, where a deep random network
+    # amplifies float32 rounding (PyTorch float32 itself is 1.5e-4 from float64 at layer4 with widths 32);
+    # widths 64-128 keep 2-16 channels per group, like the full network's groups of 2-64 channels.
     ("mp3d", "63", "centre", "group", (64, 64, 128, 128)),
     ("p3d", "63", "centre", "batch", (8, 8, 16, 16)),
     ("p3d", "18ba", "centre", "batch", (8, 16, 16, 32)),
