@@ -16,8 +16,8 @@ torch = pytest.importorskip("torch")
 monai_nets = pytest.importorskip("monai.networks.nets")
 
 from tests.fakes import random_variables  # noqa: E402
-from tests.test_export_monai import assert_parity, randomise_monai, torch_outputs, volume  # noqa: E402
-from vdt_jax import torch_weights as tw  # noqa: E402
+from tests.test_export import assert_parity, randomise_monai, torch_outputs, volume  # noqa: E402
+from vdt_jax.weights import keys, load  # noqa: E402
 from vdt_jax.models.resnet3d import _shortcut, resnet3d  # noqa: E402
 
 
@@ -44,7 +44,7 @@ def test_forced_shortcut_matches_a_monai_resnet_with_that_shortcut():
     model = resnet3d(18, num_classes=5, depth_stride=True, force_downsample=True)
     x = volume((1, 16, 32, 32, 1), seed=6)
     variables = random_variables(model, x.shape, seed=6)
-    state = tw.to_torch_state_dict(variables, keys="monai")
+    state = keys.to_torch_state_dict(variables, keys="monai")
     assert "layer1.0.downsample.0.weight" in state and "layer1.0.downsample.1.running_var" in state
     net = monai_nets.resnet18(
         spatial_dims=3, n_input_channels=1, conv1_t_size=7, conv1_t_stride=2, bias_downsample=False, num_classes=5
@@ -64,10 +64,10 @@ def test_medicalnet_style_type_a_resnet_loads_computes_and_exports_back():
     assert not any("downsample" in key for key in state)
     model = resnet3d(18, num_classes=5, depth_stride=True, shortcut_type="A")
     x = volume((2, 16, 32, 32, 1), seed=7)
-    variables, report = tw.from_torch_state_dict(state, shapes(model, x.shape))
-    assert len(report.loaded) == 87 and not report.skipped and not report.adapted  # stem 5, 8 blocks x 10, fc 2
+    variables, report = load.from_torch_state_dict(state, shapes(model, x.shape))
+    assert len(report.loaded) == 87 and not report.adapted and not report.new  # stem 5, 8 blocks x 10, fc 2
     assert_parity(model.apply(variables, x), torch_outputs(net, x), "MONAI resnet18 shortcut_type=A -> Flax")
-    back = tw.to_torch_state_dict(variables, keys="medicalnet")
+    back = keys.to_torch_state_dict(variables, keys="medicalnet")
     assert list(back) == list(state)
     for key, value in state.items():
         np.testing.assert_array_equal(back[key], value, err_msg=key)
