@@ -6,19 +6,19 @@ import flax.linen as nn
 import jax.numpy as jnp
 import ml_collections
 
+from vdt_jax.errors import UserError
 from vdt_jax.models.p3d import ARCHS as P3D_ARCHS
 from vdt_jax.models.p3d import P3D, p3d
 from vdt_jax.models.resnet3d import resnet3d
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 ARCHS = ("resnet3d", *P3D_ARCHS)
-# ResNet3D options and the only value a pseudo-3D network can honour.
+# ResNet3D options: the only value a pseudo-3D network can honour, and why.
 _P3D_FIXED = {
-    "stem_stride": True,
-    "depth_stride": False,
-    "stage_strides": (1, 2, 2, 2),
-    "shortcut_type": "B",
-    "force_downsample": False,
+    "depth_stride": (False, "pseudo-3D nets never stride depth"),
+    "stage_strides": ((1, 2, 2, 2), "pseudo-3D nets stride in-plane by 2 from stage 2 on"),
+    "shortcut_type": ("B", "pseudo-3D shortcuts are 1x1x1 conv + norm"),
+    "force_downsample": (False, "the forced layer1 shortcut is the reference ResNet release's"),
 }
 
 
@@ -35,8 +35,9 @@ def build_model(model_config: ml_collections.ConfigDict, num_classes: int | None
     Args:
       model_config: arch ("resnet3d", "p3d" or "mp3d"); depth for ResNets,
         p3d_variant ("63" or "18ba") for the pseudo-3D nets; widths, norm,
-        conv_impl, dtype; ResNet-only: stem_stride, depth_stride,
-        stage_strides, shortcut_type, force_downsample.
+        stem_stride, conv_impl, dtype; ResNet-only (a pseudo-3D net refuses
+        other values than the defaults): depth_stride, stage_strides,
+        shortcut_type, force_downsample.
       num_classes: classifier size, or None for the multi-scale feature backbone.
 
     Returns:
@@ -44,7 +45,7 @@ def build_model(model_config: ml_collections.ConfigDict, num_classes: int | None
     """
     arch = model_config.arch
     if arch not in ARCHS:
-        raise ValueError(f"unknown config.model.arch {arch!r}; expected one of {ARCHS}")
+        raise UserError(f"unknown config.model.arch {arch!r}; expected one of {ARCHS}")
     if arch != "resnet3d":
         return _build_p3d(model_config, num_classes)
     return resnet3d(
@@ -63,17 +64,18 @@ def build_model(model_config: ml_collections.ConfigDict, num_classes: int | None
 
 
 def _build_p3d(model_config: ml_collections.ConfigDict, num_classes: int | None) -> P3D:
-    for field, fixed in _P3D_FIXED.items():
+    for field, (fixed, why) in _P3D_FIXED.items():
         value = model_config[field]
         if (tuple(value) if isinstance(value, (list, tuple)) else value) != fixed:
-            raise ValueError(
-                f"config.model.{field}={value!r} has no meaning for arch {model_config.arch!r}: pseudo-3D nets "
-                f"never stride depth and stride in-plane by 2 from stage 2 on; set config.model.{field}={fixed!r}"
+            raise UserError(
+                f"config.model.{field}={value!r} has no meaning for arch {model_config.arch!r} ({why}); "
+                f"set config.model.{field}={fixed!r}"
             )
     return p3d(
         model_config.arch,
         model_config.p3d_variant,
         num_classes=num_classes,
+        stem_stride=bool(model_config.stem_stride),
         widths=tuple(model_config.widths),
         norm=model_config.norm,
         conv_impl=model_config.conv_impl,

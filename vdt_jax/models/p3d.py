@@ -18,8 +18,9 @@ Two networks share these blocks and their weights:
     stage and a 3-slice VDT volume keeps 3 (the network VDT pre-trains).
   P3D (`depth_pooling=True`): stem max-pool (1, 3, 3); depth max-pooled after
     layers 1-3 (9 -> 5 -> 3 -> 1 slices), so inputs need at least 9 slices.
-Spatial downsampling is always (1, 2, 2): stem conv, stem pool, and the first
-block of stages 2-4 (in its first conv and its shortcut).
+Spatial downsampling is always (1, 2, 2): stem conv (unless `stem_stride=False`,
+for a UNet encoder whose stem output is the full-resolution skip), stem pool,
+and the first block of stages 2-4 (in its first conv and its shortcut).
 
 Submodule names are the reference's state-dict names (`conv1_custom`, `norm1`,
 `layer2_0` for `layer2.0`, `conv1..conv4`, `norm_1..norm_4`, `downsample_conv`
@@ -43,6 +44,7 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
+from vdt_jax.errors import UserError
 from vdt_jax.models.conv import Conv3D
 from vdt_jax.models.resnet3d import norm_factory
 
@@ -144,6 +146,8 @@ class P3D(nn.Module):
         the multi-scale features {"stem", "layer1", ..., "layer4"} (for plain
         P3D, layers 1-3 after their depth pooling, as the reference outputs them).
       depth_pooling: False for MP3D, True for plain P3D (see the module docstring).
+      stem_stride: the stem conv's (1, 2, 2) stride; False keeps the stem output
+        at full resolution (the UNet encoder). The weights are the same either way.
       widths: channels of the four stages before the bottleneck expansion; the
         stem has widths[0].
       patterns: the cycle of block patterns.
@@ -156,6 +160,7 @@ class P3D(nn.Module):
     block_cls: ModuleDef = P3DBottleneck
     num_classes: int | None = 1000
     depth_pooling: bool = False
+    stem_stride: bool = True
     widths: Sequence[int] = (64, 128, 256, 512)
     patterns: Sequence[str] = PATTERNS
     norm: str = "batch"
@@ -169,7 +174,7 @@ class P3D(nn.Module):
         self._check_depth(x.shape[1])
         conv = functools.partial(Conv3D, impl=self.conv_impl, dtype=self.dtype, param_dtype=self.param_dtype)
         norm = norm_factory(self.norm, train, momentum=self.bn_momentum, dtype=self.dtype, param_dtype=self.param_dtype)
-        x = conv(self.widths[0], (1, 7, 7), (1, 2, 2), name="conv1_custom")(x)
+        x = conv(self.widths[0], (1, 7, 7), (1, 2, 2) if self.stem_stride else 1, name="conv1_custom")(x)
         x = nn.relu(norm(name="norm1")(x))
         features = {"stem": x}
         pool_depth = 1 if self.depth_pooling else 3
@@ -193,7 +198,7 @@ class P3D(nn.Module):
 
     def _check_depth(self, depth: int) -> None:
         if self.depth_pooling and depth < MIN_P3D_SLICES:
-            raise ValueError(
+            raise UserError(
                 f"plain P3D max-pools depth after layers 1-3 and needs at least {MIN_P3D_SLICES} slices; the input "
                 f"has {depth}. Use MP3D (model.arch='mp3d', depth never pooled) for shallower volumes such as the "
                 "3-slice VDT pre-training input; both share the same weights."
@@ -227,7 +232,7 @@ def p3d(arch: str, variant: str, **kwargs: Any) -> P3D:
       The (unbound) `P3D` module.
     """
     if arch not in ARCHS:
-        raise ValueError(f"unknown pseudo-3D arch {arch!r}; expected one of {ARCHS}")
+        raise UserError(f"unknown pseudo-3D arch {arch!r}; expected one of {ARCHS}")
     if str(variant) not in VARIANTS:
-        raise ValueError(f"unknown P3D variant {variant!r}; expected one of {sorted(VARIANTS)}")
+        raise UserError(f"unknown P3D variant {variant!r} (model.p3d_variant); expected one of {sorted(VARIANTS)}")
     return VARIANTS[str(variant)](depth_pooling=arch == "p3d", **kwargs)

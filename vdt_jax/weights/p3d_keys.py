@@ -1,4 +1,4 @@
-"""P3D / MP3D weights between vdt-jax (Flax) and the reference's PyTorch state dict.
+"""P3D / MP3D weights: vdt-jax's pseudo-3D networks under the reference's PyTorch names.
 
 The Flax modules (`vdt_jax.models.p3d`, `vdt_jax.models.group_transform`)
 carry the reference's names, so the mapping is one to one:
@@ -16,18 +16,38 @@ carry the reference's names, so the mapping is one to one:
 
 A `GroupTransformBackbone` tree holds the network under `backbone`; that
 level has no counterpart in the reference (its GTM lives in the backbone).
-Conversions are numpy-only; `from_torch_state_dict` is strict and names every
-missing, unexpected or misshapen tensor.
+
+Key styles: "mp3d" and "plain" are the reference backbone's `state_dict()`
+keys exactly; "mmcls" prefixes `backbone.` and names the classifier
+`head.fc.*` (the layout of an mm* checkpoint, whose `backbone.` the
+reference's loader strips). MONAI and MedicalNet have no pseudo-3D network.
+Importing goes through `vdt_jax.weights.load`, which takes the names from
+`variable_entries` here whenever the model is a P3D (`is_p3d`).
 """
 
 from __future__ import annotations
 
+import os
 import re
-from collections.abc import Iterator, Mapping
-from typing import Any
+from collections.abc import Mapping
 
 import numpy as np
 
+from vdt_jax.errors import UserError
+from vdt_jax.weights.files import write_state_dict
+from vdt_jax.weights.keys import (
+    Entry,
+    WeightConversionError,
+    add_prefix,
+    flatten,
+    is_classifier,
+    to_torch_layout,
+)
+
+KEY_STYLES = ("mp3d", "plain", "mmcls")
+STEM_CONV = "conv1_custom"
+WRAPPER_SCOPE = "backbone"  # where a GroupTransformBackbone keeps the P3D
+GTM_MODULES = re.compile(r"(groupconv|conv3d_all)_\d+")
 _LEAF_TO_TORCH = {
     ("params", "kernel"): "weight",
     ("params", "scale"): "weight",
@@ -37,11 +57,12 @@ _LEAF_TO_TORCH = {
 }
 _LEAF_ORDER = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
 _MODULE_NAMES = {"downsample_conv": "downsample.0", "downsample_bn": "downsample.1"}
-WRAPPER_SCOPE = "backbone"
 
 
-class P3DKeyError(ValueError):
-    """A state dict that does not fit the P3D model (names every offending key)."""
+def is_p3d(variables: Mapping) -> bool:
+    """True for the variables (or shapes) of a P3D / MP3D network, bare or inside a group transform wrapper."""
+    params = variables.get("params") or {}
+    return STEM_CONV in params or STEM_CONV in (params.get(WRAPPER_SCOPE) or {})
 
 
 def torch_module_name(flax_path: tuple[str, ...]) -> str:
@@ -68,118 +89,85 @@ def _order(torch_key: str) -> tuple:
         else:  # conv1, norm_1, conv2, norm_2, ...
             within = (1, int(re.search(r"\d+", inner)[0]), "norm" in inner)
         return (1, int(match[1]), int(match[2]), within, rank)
-    if module in ("conv1_custom", "norm1"):
+    if module in (STEM_CONV, "norm1"):
         return (0, module == "norm1", rank)
-    return (3 if module.startswith("fc") else 2, module, rank)
+    return (3 if is_classifier(torch_key) else 2, module, rank)
 
 
-def to_torch_layout(value: np.ndarray) -> np.ndarray:
-    """Conv3D (D, H, W, I, O) -> (O, I, D, H, W); group conv (1, 1, D, C) -> (C, D, 1, 1); Dense transposed."""
-    if value.ndim == 5:
-        return value.transpose(4, 3, 0, 1, 2)
-    if value.ndim == 4:
-        return value.transpose(3, 2, 0, 1)
-    return value.T if value.ndim == 2 else value
+def variable_entries(variables: Mapping) -> list[Entry]:
+    """Every variable of a P3D (or GTM-wrapped P3D) tree with its reference key, in the reference's order."""
+    unknown = sorted(set(variables) - {"params", "batch_stats"})
+    if unknown:
+        raise WeightConversionError(f"variables hold collections {unknown} that have no PyTorch counterpart")
+    entries = []
+    for collection in ("params", "batch_stats"):
+        for path, leaf in flatten(variables.get(collection) or {}):
+            torch_leaf = _LEAF_TO_TORCH.get((collection, path[-1]))
+            if torch_leaf is None:
+                raise WeightConversionError(f"no reference name for the variable {collection}/{'/'.join(path)}")
+            entries.append(Entry(f"{torch_module_name(path[:-1])}.{torch_leaf}", collection, path, leaf))
+    return sorted(entries, key=lambda entry: _order(entry.key))
 
 
-def to_flax_layout(value: np.ndarray) -> np.ndarray:
-    """The inverse of `to_torch_layout`."""
-    if value.ndim == 5:
-        return value.transpose(2, 3, 4, 1, 0)
-    if value.ndim == 4:
-        return value.transpose(2, 3, 1, 0)
-    return value.T if value.ndim == 2 else value
-
-
-def _flatten(tree: Mapping, prefix: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], Any]]:
-    for name, value in tree.items():
-        if isinstance(value, Mapping):
-            yield from _flatten(value, (*prefix, name))
-        else:
-            yield (*prefix, name), value
-
-
-def flax_to_torch_keys(variables: Mapping) -> dict[str, tuple[str, tuple[str, ...]]]:
-    """{reference key: (collection, Flax path)} for every variable, in the reference's order."""
-    keys = {}
-    for collection, tree in variables.items():
-        for path, _ in _flatten(tree):
-            leaf = _LEAF_TO_TORCH.get((collection, path[-1]))
-            if leaf is None:
-                raise P3DKeyError(f"no reference name for the variable {collection}/{'/'.join(path)}")
-            keys[f"{torch_module_name(path[:-1])}.{leaf}"] = (collection, path)
-    return {key: keys[key] for key in sorted(keys, key=_order)}
-
-
-def _get(tree: Mapping, path: tuple[str, ...]) -> Any:
-    for name in path:
-        tree = tree[name]
-    return tree
-
-
-def to_torch_state_dict(variables: Mapping, *, prefix: str = "") -> dict[str, np.ndarray]:
+def to_torch_state_dict(variables: Mapping, *, keys: str = "mp3d", backbone_only: bool = False) -> dict[str, np.ndarray]:
     """The reference state dict (numpy float32, PyTorch layout) of a P3D or GTM-wrapped P3D.
 
     Args:
       variables: {"params": ..., "batch_stats": ...} (no batch_stats with GroupNorm).
-      prefix: prepended to every key (e.g. "backbone." for an mmdet detector's file).
+      keys: "mp3d"/"plain" (the reference backbone's keys) or "mmcls" (`backbone.`, `head.fc.*`).
+      backbone_only: drop the classifier (`fc.*`).
 
     Returns:
       key -> array, in the reference's order; each BatchNorm also gets an int64
       0-d `num_batches_tracked` of 0.
     """
+    check_key_style(keys)
     state: dict[str, np.ndarray] = {}
-    for key, (collection, path) in flax_to_torch_keys(variables).items():
-        value = np.asarray(_get(variables[collection], path), np.float32)
-        state[prefix + key] = np.ascontiguousarray(to_torch_layout(value))
-        if key.endswith(".running_var"):
-            state[prefix + key.replace(".running_var", ".num_batches_tracked")] = np.array(0, np.int64)
-    return dict(sorted(state.items(), key=lambda item: _order(item[0][len(prefix) :])))
+    for entry in variable_entries(variables):
+        if backbone_only and is_classifier(entry.key):
+            continue
+        value = np.asarray(entry.leaf, np.float32)
+        state[add_prefix(entry.key, keys)] = np.ascontiguousarray(to_torch_layout(value))
+        if entry.key.endswith(".running_var"):
+            state[add_prefix(entry.key.replace(".running_var", ".num_batches_tracked"), keys)] = np.array(0, np.int64)
+    return state
 
 
-def from_torch_state_dict(state_dict: Mapping[str, Any], template: Mapping, *, prefix: str = "") -> dict:
-    """Variables shaped like `template` (from `model.init` or `jax.eval_shape`) filled from a reference state dict.
+def check_key_style(keys: str, downsample_bias: bool = False) -> None:
+    """Refuse, saying why, the key styles and options that cannot express a pseudo-3D network."""
+    if keys not in KEY_STYLES:
+        raise UserError(
+            f"key style {keys!r} cannot express a P3D / MP3D network ({keys} has no pseudo-3D network); "
+            f"use one of {KEY_STYLES}: mp3d (= plain) gives the reference backbone's keys, mmcls adds `backbone.`"
+        )
+    if downsample_bias:
+        raise UserError("--downsample_bias is for MONAI's ResNet; a P3D / MP3D export has no use for it")
 
-    Args:
-      state_dict: key -> array (numpy or torch tensors on CPU).
-      template: the target model's variables; only names, shapes and dtypes are used.
-      prefix: a prefix every file key carries (stripped; keys without it are unexpected).
 
-    Raises:
-      P3DKeyError: listing every missing, unexpected and misshapen tensor; nothing loads partially.
+def export_torch_weights(
+    variables: Mapping,
+    path: str | os.PathLike,
+    *,
+    keys: str = "mp3d",
+    backbone_only: bool = False,
+    downsample_bias: bool = False,
+) -> dict[str, np.ndarray]:
+    """Convert with `to_torch_state_dict` and write `path` (.safetensors or .pth); returns the state dict.
+
+    `downsample_bias` (a MONAI ResNet option) is refused, as are key styles other than KEY_STYLES.
     """
-    tensors = {}
-    for key, value in state_dict.items():
-        plain = key[len(prefix) :] if key.startswith(prefix) else "(no prefix) " + key
-        if not plain.endswith(".num_batches_tracked"):
-            tensors[plain] = np.asarray(value.detach().cpu() if hasattr(value, "detach") else value)
-    variables: dict = {}
-    missing, mismatched = [], []
-    for key, (collection, path) in flax_to_torch_keys(template).items():
-        leaf = _get(template[collection], path)
-        expected = to_torch_layout(np.empty(leaf.shape, np.uint8)).shape
-        if key not in tensors:
-            missing.append(f"{key} {expected}")
-            continue
-        value = tensors.pop(key)
-        if value.shape != expected:
-            mismatched.append(f"{key}: file {value.shape}, model {expected}")
-            continue
-        value = to_flax_layout(value)
-        node = variables.setdefault(collection, {})
-        for name in path[:-1]:
-            node = node.setdefault(name, {})
-        node[path[-1]] = value.astype(leaf.dtype)
-    _raise_problems(missing, [f"{key} {tensors[key].shape}" for key in sorted(tensors)], mismatched)
-    return variables
+    check_key_style(keys, downsample_bias)
+    state = to_torch_state_dict(variables, keys=keys, backbone_only=backbone_only)
+    write_state_dict(state, path, metadata={"producer": "vdt-jax", "keys": keys})
+    return state
 
 
-def _raise_problems(missing: list[str], unexpected: list[str], mismatched: list[str]) -> None:
-    lines = []
-    for title, items in (("missing from the file", missing), ("unexpected in the file", unexpected),
-                         ("shape mismatches (PyTorch layout)", mismatched)):  # fmt: skip
-        if items:
-            lines += [f"{len(items)} {title}:", *(f"  {item}" for item in items[:12])]
-            lines += [f"  ... and {len(items) - 12} more"] if len(items) > 12 else []
-    if lines:
-        raise P3DKeyError("the state dict does not fit the P3D model; nothing was loaded.\n" + "\n".join(lines))
+def architecture(keys: list[str]) -> str:
+    """A readable name for the pseudo-3D network plain reference keys describe, for error messages."""
+    blocks: dict[int, set[int]] = {}
+    for key in keys:
+        if match := re.match(r"layer(\d+)\.(\d+)\.", key):
+            blocks.setdefault(int(match[1]), set()).add(int(match[2]))
+    sizes = tuple(len(blocks.get(stage, ())) for stage in range(1, max(blocks, default=4) + 1))
+    variants = {(3, 4, 6, 3): "63 or 34ba", (2, 2, 2, 2): "18ba or 18", (3, 4, 23, 3): "131", (3, 8, 36, 3): "199"}
+    return f"P3D / MP3D (blocks {sizes}, p3d_variant {variants.get(sizes, '?')})"
