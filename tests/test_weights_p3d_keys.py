@@ -78,6 +78,9 @@ def test_batchnorm_state_dict_and_key_styles():
     mmcls = p3d_keys.to_torch_state_dict(classifier, keys="mmcls")
     assert list(mmcls)[0] == "backbone.conv1_custom.weight" and list(mmcls)[-2:] == ["head.fc.weight", "head.fc.bias"]
     assert "fc.weight" not in p3d_keys.to_torch_state_dict(classifier, backbone_only=True)
+    back, report = load.from_torch_state_dict(mmcls, classifier)  # mmcls style in: backbone.* and head.fc.*
+    jax.tree_util.tree_map(np.testing.assert_array_equal, back, jax.tree_util.tree_map(np.asarray, classifier))
+    assert {"fc.weight", "fc.bias", "conv1_custom.weight"} <= set(report.loaded) and not report.new
     for style in ("monai", "medicalnet"):
         with pytest.raises(UserError, match=f"key style '{style}' cannot express a P3D / MP3D network"):
             p3d_keys.to_torch_state_dict(classifier, keys=style)
