@@ -19,14 +19,18 @@ import ml_collections
 
 
 def model_config() -> ml_collections.ConfigDict:
-    """The network: a 3D ResNet (see vdt_jax/models/resnet3d.py for each option)."""
+    """The network: a 3D ResNet or a pseudo-3D P3D / MP3D (see vdt_jax/models/resnet3d.py and p3d.py)."""
     model = ml_collections.ConfigDict()
-    model.depth = 10
+    model.arch = "resnet3d"  # or the pseudo-3D "mp3d" / "p3d" (vdt_jax/models/p3d.py)
+    model.depth = 10  # ResNet depth (arch resnet3d)
+    model.p3d_variant = "63"  # "63" (bottleneck) or "18ba" (basic blocks), ...; arch mp3d / p3d
     model.widths = (16, 32, 64, 128)
     model.stem_stride = True
     model.depth_stride = False  # VDT pre-training never strides depth
     model.stage_strides = (1, 2, 2, 2)
     model.norm = "batch"
+    model.shortcut_type = "B"  # "A": parameter-free shortcut (MedicalNet), ResNets only
+    model.force_downsample = False  # layer1.0 shortcut conv of the reference release, ResNets only
     model.conv_impl = "auto"  # depth_taps on CPU (README "Speed"), conv3d on GPU/TPU (cuDNN, MXU)
     model.bn_group_size = 0  # BatchNorm statistics per group of N consecutive examples; 0: whole global batch
     model.head_init_std = 0.0  # > 0: classifier (and UNet head) initialised normal(0, std), bias 0; 0: Flax default

@@ -1,13 +1,15 @@
-r"""Export a vdt-jax checkpoint's ResNet as a PyTorch state dict.
+r"""Export a vdt-jax checkpoint's ResNet (or P3D / MP3D) as a PyTorch state dict.
 
   python -m vdt_jax.export --workdir=/abs/path/to/workdir --out=r3d18.pth \
-      [--step=N] [--keys=plain|monai|mmcls|medicalnet] [--backbone_only] [--downsample_bias]
+      [--step=N] [--keys=plain|monai|mmcls|medicalnet|mp3d] [--backbone_only] [--downsample_bias]
 
 Restores the model variables and model config of the workdir's Orbax checkpoint
 (the latest step unless --step; the workdir may be a gs:// URL), writes `--out`
 (.pth needs PyTorch: pip install "vdt-jax[torch]"; .safetensors does not) and
 prints the MONAI code that builds the matching PyTorch model and loads the file
-with strict=True. The conversion itself is `vdt_jax.weights`. A mistake in the
+with strict=True. A pseudo-3D network (model.arch "mp3d" or "p3d") is written
+with the P3D reference's keys (--keys=mp3d, or mmcls for the `backbone.` prefix;
+`vdt_jax.weights.p3d_keys`). The conversion itself is `vdt_jax.weights`. A mistake in the
 command ends it with one "error: ..." line and exit status 2 (VDT_TRACEBACK=1
 shows the traceback).
 """
@@ -29,7 +31,9 @@ from vdt_jax.weights.keys import KEY_STYLES
 _WORKDIR = flags.DEFINE_string("workdir", None, "Pre-training or fine-tuning workdir holding Orbax checkpoints.")
 _OUT = flags.DEFINE_string("out", None, "Output file: .pth/.pt (torch.save) or .safetensors.")
 _STEP = flags.DEFINE_integer("step", None, "Checkpoint step to export; the latest when unset.")
-_KEYS = flags.DEFINE_enum("keys", "plain", KEY_STYLES, "Key style of the state dict.")
+_KEYS = flags.DEFINE_enum(
+    "keys", "plain", (*KEY_STYLES, "mp3d"), "Key style of the state dict (mp3d: the P3D / MP3D reference's)."
+)
 _BACKBONE_ONLY = flags.DEFINE_bool("backbone_only", False, "Drop the classifier (fc.*).")
 _DOWNSAMPLE_BIAS = flags.DEFINE_bool(
     "downsample_bias", False, "Add zero shortcut-conv biases, for MONAI's default bias_downsample=True."
@@ -65,14 +69,16 @@ def export(
     downsample_bias: bool = False,
 ) -> ExportResult:
     """Write the model of `workdir`'s checkpoint (at `step`, default the latest) to `out`."""
-    from vdt_jax import (
-        checkpointing,  # JAX and Orbax load here, after the checks in `main`
-    )
+    from vdt_jax import checkpointing  # JAX and Orbax load here, after the checks in `main`
+    from vdt_jax.models.p3d import ARCHS as P3D_ARCHS
+    from vdt_jax.weights import p3d_keys
 
     variables, config = checkpointing.load_variables(storage.absolute(workdir), step)
-    state = files.export_torch_weights(
-        variables, out, keys=keys, backbone_only=backbone_only, downsample_bias=downsample_bias
-    )
+    pseudo_3d = _arch(config.model) in P3D_ARCHS
+    if keys == "mp3d" and not pseudo_3d:
+        raise UserError(f"--keys=mp3d is for P3D / MP3D networks; {workdir} holds a 3D ResNet: use one of {KEY_STYLES}")
+    write = p3d_keys.export_torch_weights if pseudo_3d else files.export_torch_weights
+    state = write(variables, out, keys=keys, backbone_only=backbone_only, downsample_bias=downsample_bias)
     params = variables["params"]
     has_fc = "fc" in params
     num_classes = int(params["fc"]["kernel"].shape[1]) if has_fc and not backbone_only else None
@@ -87,8 +93,21 @@ def export(
         num_parameters=sum(int(np.size(leaf)) for leaf in _leaves(counted)),
         num_classes=num_classes,
         classifier_note=note,
-        monai_code=_matching_monai_code(params, config.model, num_classes, keys, downsample_bias, out),
+        monai_code=_P3D_NOTE if pseudo_3d else _matching_monai_code(
+            params, config.model, num_classes, keys, downsample_bias, out
+        ),
     )
+
+
+_P3D_NOTE = (
+    "(none: MONAI has no pseudo-3D network; the file loads with strict=True into the P3D reference's backbone, "
+    "urmagicsmine/MP3D modified_P3D / P3D, as README \"P3D / MP3D\" shows)\n"
+)
+
+
+def _arch(model_config) -> str:
+    """The checkpoint's architecture; configs saved before pseudo-3D networks existed have no `arch` field."""
+    return model_config.arch if "arch" in model_config else "resnet3d"
 
 
 def _matching_monai_code(

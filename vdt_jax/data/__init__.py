@@ -10,6 +10,7 @@
   tfds_datasets.py preparing and describing a TFDS dataset on disk (TFDS only, no JAX)
   shapes.py        the built-in generated `vdt_shapes` TFDS dataset
   fake_imagenet.py a miniature ImageNet in the real tar layout, for tests
+  ct_slices.py     adjacent CT slices windowed for the pseudo-3D detector (DeepLesion)
 
 This file imports nothing, so `vdt_jax.data.image_ops` imports on machines
 without grain or TFDS (the benchmark's host timing). The fine-tuning volume

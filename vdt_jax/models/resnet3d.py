@@ -26,6 +26,7 @@ from vdt_jax.models.norms import GroupedBatchNorm
 ModuleDef = Any
 NORMS = ("batch", "group")
 STAGES = ("stem", "layer1", "layer2", "layer3", "layer4")
+SHORTCUT_TYPES = ("A", "B")
 
 
 class BasicBlock(nn.Module):
@@ -35,6 +36,8 @@ class BasicBlock(nn.Module):
     strides: tuple[int, int, int]
     conv: ModuleDef
     norm: ModuleDef
+    shortcut_type: str = "B"
+    force_downsample: bool = False
     expansion = 1
 
     @nn.compact
@@ -53,6 +56,8 @@ class Bottleneck(nn.Module):
     strides: tuple[int, int, int]
     conv: ModuleDef
     norm: ModuleDef
+    shortcut_type: str = "B"
+    force_downsample: bool = False
     expansion = 4
 
     @nn.compact
@@ -67,9 +72,18 @@ class Bottleneck(nn.Module):
 
 
 def _shortcut(block: nn.Module, x: jax.Array, out_features: int) -> jax.Array:
-    """Identity, or a strided 1x1x1 conv + norm when the shape changes (type-B shortcut)."""
-    if x.shape[-1] == out_features and all(s == 1 for s in block.strides):
+    """The block's shortcut: identity where the shape is kept (unless `force_downsample`), else by `shortcut_type`.
+
+    Type B: a strided 1x1x1 conv + norm. Type A (MedicalNet, MONAI
+    `shortcut_type="A"`): parameter-free, the input subsampled by the stride
+    with zero channels appended.
+    """
+    same_shape = x.shape[-1] == out_features and all(s == 1 for s in block.strides)
+    if same_shape and not block.force_downsample:
         return x
+    if block.shortcut_type == "A":
+        x = x[:, :: block.strides[0], :: block.strides[1], :: block.strides[2]]
+        return jnp.pad(x, [(0, 0)] * 4 + [(0, out_features - x.shape[-1])])
     x = block.conv(out_features, 1, block.strides, name="downsample_conv")(x)
     return block.norm(name="downsample_bn")(x)
 
@@ -95,6 +109,11 @@ class ResNet3D(nn.Module):
         their running statistics (the reference's frozen_stages).
       head_init_std: > 0 initialises the classifier normal(0, std) with zero
         bias (mmcls' LinearClsHead uses 0.01); 0 keeps Flax's default.
+      shortcut_type: "B" (1x1x1 conv + norm where the shape changes) or "A"
+        (parameter-free strided identity with zero-padded channels, MedicalNet).
+      force_downsample: give layer1's first block a 1x1x1 conv + norm shortcut
+        although its shape does not change, as the reference's released
+        pre-training network has it (`layer1.0.downsample.*`, a bug there).
       conv_impl: see `vdt_jax.models.conv`.
       dtype: compute dtype; parameters stay `param_dtype`.
     """
@@ -108,6 +127,8 @@ class ResNet3D(nn.Module):
     depth_stride: bool = False
     stage_strides: Sequence[int] = (1, 2, 2, 2)
     norm: str = "batch"
+    shortcut_type: str = "B"
+    force_downsample: bool = False
     bn_momentum: float = 0.9
     bn_group_size: int = 0
     frozen_stages: Sequence[str] = ()
@@ -121,6 +142,8 @@ class ResNet3D(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array | dict[str, jax.Array]:
+        if self.shortcut_type not in SHORTCUT_TYPES:
+            raise ValueError(f"unknown shortcut_type {self.shortcut_type!r}; expected one of {SHORTCUT_TYPES}")
         conv = functools.partial(Conv3D, impl=self.conv_impl, dtype=self.dtype, param_dtype=self.param_dtype)
         unknown = set(self.frozen_stages) - set(STAGES)
         if unknown:
@@ -134,7 +157,8 @@ class ResNet3D(nn.Module):
         for stage, (num_blocks, width) in enumerate(zip(self.stage_sizes, self.widths)):
             for i in range(num_blocks):
                 strides = self._stride(self.stage_strides[stage]) if i == 0 else (1, 1, 1)
-                x = self.block_cls(width, strides, conv, norm[f"layer{stage + 1}"], name=f"layer{stage + 1}_{i}")(x)
+                shortcut = dict(shortcut_type=self.shortcut_type, force_downsample=self.force_downsample and i == 0)
+                x = self.block_cls(width, strides, conv, norm[f"layer{stage + 1}"], **shortcut, name=f"layer{stage + 1}_{i}")(x)
             features[f"layer{stage + 1}"] = x
         if self.num_classes is None:
             return features
@@ -178,7 +202,11 @@ def norm_factory(
             param_dtype=param_dtype,
         )
     if kind == "group":
-        return functools.partial(nn.GroupNorm, num_groups=32, epsilon=1e-5, dtype=dtype, param_dtype=param_dtype)
+        # Two-pass variance, as PyTorch: E[x^2] - E[x]^2 loses float32 digits on groups with a large mean
+        # (a deep P3D-63 then drifted 8.6e-5 from float64 outputs at layer4, two-pass 2.1e-5).
+        return functools.partial(
+            nn.GroupNorm, num_groups=32, epsilon=1e-5, use_fast_variance=False, dtype=dtype, param_dtype=param_dtype
+        )
     raise ConfigError(f"unknown norm {kind!r}; expected one of {NORMS}")
 
 ResNet3D10 = functools.partial(ResNet3D, stage_sizes=(1, 1, 1, 1), block_cls=BasicBlock)

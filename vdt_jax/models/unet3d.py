@@ -3,9 +3,11 @@
 The encoder is a `ResNet3D` without classifier (its multi-scale features
 {"stem", "layer1", ..., "layer4"}), held as the submodule "encoder", so its
 parameters sit under params["encoder"] with the same names as a pre-trained
-classification backbone and load by name (`vdt_jax.pretrained`). The recipes
+classification backbone and load by name (`vdt_jax.weights.pretrained`). The recipes
 build it with `stem_stride=False` (the stem output stays at full resolution and
 becomes the last skip) and `depth_stride=True` (isotropic pooling and strides).
+A pseudo-3D `P3D` / MP3D encoder works the same way with `stem_stride=False`
+and depth never strided (`depth_stride=False`).
 
 Decoder: four up-blocks, layer4 -> layer3 -> layer2 -> layer1 -> stem. Each
 upsamples trilinearly to the skip's size (x2 for even sizes), applies a 1x1x1
@@ -31,6 +33,7 @@ from flax import linen as nn
 from vdt_jax.errors import ConfigError
 from vdt_jax.models.conv import Conv3D
 from vdt_jax.models.factory import build_model
+from vdt_jax.models.p3d import P3D
 from vdt_jax.models.resnet3d import ResNet3D, norm_factory
 
 ModuleDef = Any
@@ -62,7 +65,7 @@ class UNet3D(nn.Module):
     """UNet decoder and FCN head over a `ResNet3D` feature encoder.
 
     Attributes:
-      encoder: a ResNet3D built with num_classes=None; its norm, conv
+      encoder: a ResNet3D or P3D built with num_classes=None; its norm, conv
         implementation and dtypes are used by the decoder too.
       num_classes: output channels (background included).
       up_conv_norm: norm + ReLU after each up-block's 1x1x1 conv.
@@ -73,7 +76,7 @@ class UNet3D(nn.Module):
     The classifier's initialisation follows `encoder.head_init_std`.
     """
 
-    encoder: ResNet3D
+    encoder: ResNet3D | P3D
     num_classes: int
     up_conv_norm: bool = False
     head_channels: int = 0
@@ -83,7 +86,7 @@ class UNet3D(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         if self.encoder.num_classes is not None:
-            raise ValueError("the UNet encoder must be a ResNet3D with num_classes=None (feature outputs)")
+            raise ValueError("the UNet encoder must be a ResNet3D or P3D with num_classes=None (feature outputs)")
         features = self.encoder(x, train=train)
         conv = functools.partial(
             Conv3D, impl=self.encoder.conv_impl, dtype=self.encoder.dtype, param_dtype=self.encoder.param_dtype

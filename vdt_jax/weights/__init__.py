@@ -8,6 +8,8 @@
   pretrained.py  fine-tune surgery: `initial_variables(init_from, template)` from a
                  vdt-jax run or a weight file, and `trainable_mask` for frozen stages
   monai_code.py  the MONAI code that rebuilds an exported model
+  p3d_keys.py    P3D / MP3D variables <-> the P3D reference's keys (mp3d, mmcls styles);
+                 `load.py` takes its names whenever the model is a pseudo-3D network
 
 The command line is `python -m vdt_jax.export`.
 """

@@ -113,9 +113,11 @@ def check_choice(value: str, choices: tuple[str, ...], what: str) -> None:
 
 
 def to_torch_layout(value: np.ndarray) -> np.ndarray:
-    """Flax conv kernel (D, H, W, I, O) -> (O, I, D, H, W); Dense kernel (in, out) -> (out, in)."""
+    """Flax kernel (D, H, W, I, O) -> (O, I, D, H, W), 2D (H, W, I, O) -> (O, I, H, W), Dense (in, out) -> (out, in)."""
     if value.ndim == 5:
         return value.transpose(4, 3, 0, 1, 2)
+    if value.ndim == 4:  # the P3D group transform's grouped 1x1 conv (vdt_jax.weights.p3d_keys)
+        return value.transpose(3, 2, 0, 1)
     if value.ndim == 2:
         return value.T
     return value
@@ -125,6 +127,8 @@ def to_flax_layout(value: np.ndarray) -> np.ndarray:
     """The inverse of `to_torch_layout`."""
     if value.ndim == 5:
         return value.transpose(2, 3, 4, 1, 0)
+    if value.ndim == 4:
+        return value.transpose(2, 3, 1, 0)
     if value.ndim == 2:
         return value.T
     return value

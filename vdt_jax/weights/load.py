@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from vdt_jax.weights import p3d_keys
 from vdt_jax.weights.files import read_state_dict
 from vdt_jax.weights.keys import (
     Entry,
@@ -35,6 +36,8 @@ logger = logging.getLogger(__name__)
 
 REDUCTIONS = ("sum", "mean")
 CLASSIFIER = "fc"
+STEM_CONVS = ("conv1.weight", f"{p3d_keys.STEM_CONV}.weight")  # ResNet, P3D: adaptable to other input channels
+BACKBONE_PREFIX = "backbone."  # mm* checkpoints (mmcls, mmdet, mmseg): the network under it, heads beside it
 # (block type, stage sizes) -> ResNet depth, to name architectures in errors.
 _RESNET_DEPTHS = {
     ("basic", (1, 1, 1, 1)): 10,
@@ -46,6 +49,7 @@ _RESNET_DEPTHS = {
     ("bottleneck", (3, 24, 36, 3)): 200,
 }
 _MAX_LISTED = 12  # offending keys listed per kind of problem
+_LAYER1_SHORTCUT = "layer1.0.downsample."
 
 
 @dataclasses.dataclass
@@ -129,7 +133,7 @@ def from_torch_state_dict(
     """
     check_choice(in_channels_reduction, REDUCTIONS, "in_channels_reduction")
     tensors, report = _normalised_tensors(state_dict, source)
-    entries = variable_entries(template)
+    entries = p3d_keys.variable_entries(template) if p3d_keys.is_p3d(template) else variable_entries(template)
     problems = _Problems()
     skip_classifier = _classifier_mismatch(tensors, entries)
     values: list[tuple[Entry, np.ndarray]] = []
@@ -168,10 +172,15 @@ def _plain_keys(state_dict: Mapping[str, Any]) -> list[str]:
 
 
 def _normalised_tensors(state_dict: Mapping[str, Any], source: str) -> tuple[dict[str, Any], LoadReport]:
-    """Keys without prefixes, BatchNorm step counters set aside in a fresh report."""
+    """Keys without prefixes; BatchNorm step counters and an mm* model's necks and heads set aside in a fresh report."""
     report = LoadReport(source=source)
     tensors: dict[str, Any] = {}
+    unwrapped = {original: original.removeprefix("module.") for original in state_dict}
+    has_backbone = any(key.startswith(BACKBONE_PREFIX) for key in unwrapped.values())
     for original, value in state_dict.items():
+        if has_backbone and not unwrapped[original].startswith((BACKBONE_PREFIX, "head.fc.")):
+            report.unused[original] = "outside the backbone (the neck or heads of a detector or segmenter)"
+            continue
         key = strip_prefixes(original)
         if key in tensors:
             raise WeightConversionError(
@@ -209,7 +218,7 @@ def _initial_value(entry: Entry) -> np.ndarray:
 def _fit(entry: Entry, value: np.ndarray, reduction: str, report: LoadReport, problems: _Problems):
     """The file's tensor in Flax layout and the template's dtype, or None after recording a mismatch."""
     expected = torch_shape(entry.leaf.shape)
-    if value.shape != expected and entry.key == "conv1.weight" and _adaptable(value.shape, expected):
+    if value.shape != expected and entry.key in STEM_CONVS and _adaptable(value.shape, expected):
         value, how = _adapt_in_channels(value, expected[1], reduction)
         report.adapted[entry.key] = how
         logger.info("%s: %s", entry.key, how)
@@ -239,6 +248,7 @@ def _sort_leftovers(tensors: dict[str, Any], entries: list[Entry], report: LoadR
     """File keys no model weight took: tolerated (reported unused) or unexpected."""
     shortcut_convs = {e.key.rsplit(".", 1)[0] for e in entries if e.key.endswith("downsample.0.weight")}
     has_classifier = any(is_classifier(e.key) for e in entries)
+    has_gtm = any(p3d_keys.GTM_MODULES.match(e.key) for e in entries)
     nonzero_biases = []
     for key in list(tensors):
         module = key.rsplit(".", 1)[0]
@@ -249,6 +259,8 @@ def _sort_leftovers(tensors: dict[str, Any], entries: list[Entry], report: LoadR
                 report.unused[key] = "all-zero shortcut conv bias (MONAI bias_downsample=True)"
         elif is_classifier(key) and not has_classifier:
             report.unused[key] = "the model has no classifier (backbone)"
+        elif p3d_keys.GTM_MODULES.match(key) and not has_gtm:
+            report.unused[key] = "the group transform module of a detection backbone; the model has none"
         else:
             problems.unexpected.append(f"{key} {tuple(np.shape(tensors[key]))}")
             continue
@@ -262,16 +274,7 @@ def _sort_leftovers(tensors: dict[str, Any], entries: list[Entry], report: LoadR
 
 
 def _describe_problems(problems: _Problems, source: str, file_keys: list[str], entries: list[Entry]) -> str:
-    lines = [f"{source} does not fit the model; nothing was loaded."]
-    file_arch, model_arch = _architecture(file_keys), _architecture([e.key for e in entries])
-    if file_arch != model_arch:
-        lines.append(f"The file holds a {file_arch}, the model is a {model_arch}.")
-    if any("downsample" in e.key for e in entries) and not any("downsample" in key for key in file_keys):
-        lines.append(
-            "The file has no shortcut (downsample.*) weights: it looks like a MedicalNet-style ResNet with the "
-            "parameter-free type-A shortcut, while vdt-jax ResNets use type-B shortcuts (1x1x1 conv + norm). "
-            "Such weights cannot be loaded exactly."
-        )
+    lines = [f"{source} does not fit the model; nothing was loaded.", *_hints(file_keys, [e.key for e in entries])]
     for title, items in (
         ("missing from the file", problems.missing),
         ("unexpected in the file", problems.unexpected),
@@ -286,8 +289,42 @@ def _describe_problems(problems: _Problems, source: str, file_keys: list[str], e
     return "\n".join(lines)
 
 
+def _hints(file_keys: list[str], model_keys: list[str]) -> list[str]:
+    """Which model options would fit the file, when it holds another architecture or a known shortcut variant."""
+    file_arch, model_arch = _architecture(file_keys), _architecture(model_keys)
+    if file_arch != model_arch:
+        line = f"The file holds a {file_arch}, the model is a {model_arch}."
+        if ("P3D" in file_arch) != ("P3D" in model_arch):
+            line += ' Set model.arch="mp3d" or "p3d"' if "P3D" in file_arch else ' Set model.arch="resnet3d"'
+            line += " and the file's variant / depth."
+        return [line]
+    if "P3D" in model_arch:
+        return []
+    hints = []
+    file_forced = [key for key in file_keys if key.startswith(_LAYER1_SHORTCUT)]
+    model_forced = any(key.startswith(_LAYER1_SHORTCUT) for key in model_keys)
+    if file_forced and not model_forced:
+        hints.append(
+            f"The file has a shortcut conv + norm in layer1.0 ({', '.join(file_forced)}) although that block keeps "
+            "its shape, as the reference's released pre-training ResNets have (a bug there, its force_downsample "
+            "option). Set model.force_downsample=True (--config.model.force_downsample=True) so the file loads "
+            "completely and the network computes what was pre-trained."
+        )
+    elif model_forced and not file_forced and any(".downsample." in key for key in file_keys):
+        hints.append("The model has a layer1.0 shortcut that the file lacks: set model.force_downsample=False.")
+    if any(".downsample." in key for key in model_keys) and not any(".downsample." in key for key in file_keys):
+        hints.append(
+            "The file has no shortcut (downsample.*) weights: a ResNet with the parameter-free type-A shortcut "
+            '(MedicalNet). Set model.shortcut_type="A" (--config.model.shortcut_type=A) to load it exactly; '
+            "MedicalNet's ResNets also stride depth (model.depth_stride=True)."
+        )
+    return hints
+
+
 def _architecture(keys: list[str]) -> str:
-    """A readable name for the ResNet a set of plain keys describes, e.g. "ResNet-34 (basic blocks (3, 4, 6, 3))"."""
+    """A readable name for the network a set of plain keys describes, e.g. "ResNet-34 (basic blocks (3, 4, 6, 3))"."""
+    if f"{p3d_keys.STEM_CONV}.weight" in keys:
+        return p3d_keys.architecture(keys)
     blocks: dict[int, set[int]] = {}
     for key in keys:
         if match := re.match(r"layer(\d+)\.(\d+)\.", key):

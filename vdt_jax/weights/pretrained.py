@@ -6,7 +6,8 @@ variables (`template`) from
   - a vdt-jax run: its workdir, its `checkpoints/` folder or one step folder
     (`vdt_jax.checkpointing.load_variables`), pre-training or fine-tuning; or
   - a PyTorch `.pth`/`.pt`/`.bin` or `.safetensors` file with torchvision-style
-    ResNet keys (CSPR, MONAI, mmcls, MedicalNet prefixes; `vdt_jax.weights.files`).
+    ResNet keys (CSPR, MONAI, mmcls, MedicalNet prefixes; `vdt_jax.weights.files`)
+    or the P3D / MP3D reference's keys (`vdt_jax.weights.p3d_keys`).
 
 Both go through the same importer (a vdt-jax checkpoint is converted to a
 state dict first), so the same checks and adaptations apply:
@@ -37,11 +38,12 @@ from typing import Any, Mapping
 import numpy as np
 
 from vdt_jax.errors import ConfigError, MissingFileError
-from vdt_jax.weights import files, keys
+from vdt_jax.weights import files, keys, p3d_keys
 from vdt_jax.weights.load import CLASSIFIER, LoadReport, from_torch_state_dict
 
 BACKBONE_KEY = "encoder"  # where a UNet keeps its ResNet encoder
 STAGES = ("stem", "layer1", "layer2", "layer3", "layer4")
+STEM_MODULES = ("conv1", "bn1", p3d_keys.STEM_CONV, "norm1")  # ResNet, P3D
 COLLECTIONS = ("params", "batch_stats")
 
 
@@ -89,7 +91,7 @@ def trainable_mask(params: Mapping[str, Any], freeze: tuple[str, ...], backbone:
 
     Args:
       params: the model's parameters (arrays or shapes).
-      freeze: stage names: "stem" (conv1, bn1), "layer1".."layer4", or
+      freeze: stage names: "stem" (conv1, bn1; P3D conv1_custom, norm1), "layer1".."layer4", or
         "encoder" for the whole backbone.
       backbone: where the ResNet sits in `params`: () or ("encoder",).
     """
@@ -106,7 +108,7 @@ def trainable_mask(params: Mapping[str, Any], freeze: tuple[str, ...], backbone:
         if names[: len(backbone)] != list(backbone) or len(names) <= len(backbone) + 1:
             return True
         module = names[len(backbone)]
-        stage = "stem" if module in ("conv1", "bn1") else module.split("_")[0]
+        stage = "stem" if module in STEM_MODULES else module.split("_")[0]
         return stage not in stages
 
     return jax.tree_util.tree_map_with_path(trainable, params)
@@ -124,7 +126,8 @@ def _read_source(init_from: str) -> tuple[dict[str, np.ndarray], str]:
         variables = {c: dict(variables.get(c) or {}) for c in COLLECTIONS}
         if BACKBONE_KEY in variables["params"]:  # a fine-tuned UNet: its encoder is the backbone
             variables = _subtree(variables, (BACKBONE_KEY,))
-        return keys.to_torch_state_dict(variables), path
+        to_torch = p3d_keys.to_torch_state_dict if p3d_keys.is_p3d(variables) else keys.to_torch_state_dict
+        return to_torch(variables), path
     known = files.TORCH_EXTENSIONS + files.SAFETENSORS_EXTENSIONS
     if files.file_extension(path) not in known:
         raise keys.WeightConversionError(
