@@ -103,7 +103,7 @@ def test_factory_builds_pseudo_3d_nets_and_refuses_resnet_only_options():
     config.model.arch, config.model.p3d_variant = "p3d", "18ba"
     model = factory.build_model(config.model, num_classes=None)
     assert model.depth_pooling and model.stage_sizes == (2, 2, 2, 2) and model.block_cls is P3DBasicBlock
-    assert model.widths == (16, 32, 64, 128) and model.conv_impl == "depth_taps" and model.stem_stride
+    assert model.widths == (16, 32, 64, 128) and model.conv_impl == "auto" and model.stem_stride
     for field, value, why in (
         ("depth_stride", True, "never stride depth"),
         ("shortcut_type", "A", r"1x1x1 conv \+ norm"),
@@ -120,6 +120,29 @@ def test_factory_builds_pseudo_3d_nets_and_refuses_resnet_only_options():
     config.model.arch, config.model.p3d_variant = "mp3d", "62"
     with pytest.raises(UserError, match=r"unknown P3D variant '62' \(model.p3d_variant\)"):
         factory.build_model(config.model, num_classes=3)
+
+
+
+def test_pseudo_3d_nets_take_the_resnet_batchnorm_and_head_options():
+    """Frozen stages keep their BatchNorm statistics, bn_group_size groups them, head_init_std sets the classifier."""
+    config = configs.default.get_config().model
+    config.update(arch="mp3d", p3d_variant="18ba", widths=(32, 32, 32, 32), conv_impl="conv3d", head_init_std=0.01)
+    x = jnp.asarray(np.random.default_rng(1).normal(2.0, 3.0, (4, 3, 16, 16, 1)), jnp.float32)
+    plain = factory.build_model(config, num_classes=3)
+    variables = plain.init(jax.random.key(0), x)
+    assert float(jnp.std(variables["params"]["fc"]["kernel"])) == pytest.approx(0.01, rel=0.3)
+    frozen = factory.build_model(config, num_classes=3, frozen_stages=("stem", "layer1"))
+    _, updated = frozen.apply(variables, x, train=True, mutable=["batch_stats"])
+    before, after = variables["batch_stats"], updated["batch_stats"]
+    for name in ("norm1", "layer1_0"):
+        jax.tree.map(np.testing.assert_array_equal, after[name], before[name])
+    assert not np.allclose(after["layer2_0"]["norm_1"]["mean"], before["layer2_0"]["norm_1"]["mean"])
+    # Groups of 2 examples: the batch of 4 in two halves gives the same outputs as each half alone.
+    config.bn_group_size = 2
+    grouped = factory.build_model(config, num_classes=3)
+    out, _ = grouped.apply(variables, x, train=True, mutable=["batch_stats"])
+    halves = [plain.apply(variables, x[i : i + 2], train=True, mutable=["batch_stats"])[0] for i in (0, 2)]
+    np.testing.assert_allclose(out, np.concatenate(halves), rtol=1e-5, atol=1e-5)
 
 
 # ------------------------------------------------------------------ fine-tuning
