@@ -44,9 +44,9 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-from vdt_jax.errors import ConfigError, UserError
+from vdt_jax.errors import UserError
 from vdt_jax.models.conv import Conv3D
-from vdt_jax.models.resnet3d import STAGES, norm_factory
+from vdt_jax.models.resnet3d import stage_norms
 
 ModuleDef = Any
 Triple = tuple[int, int, int]
@@ -181,10 +181,7 @@ class P3D(nn.Module):
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array | dict[str, jax.Array]:
         self._check_depth(x.shape[1])
         conv = functools.partial(Conv3D, impl=self.conv_impl, dtype=self.dtype, param_dtype=self.param_dtype)
-        unknown = set(self.frozen_stages) - set(STAGES)
-        if unknown:
-            raise ConfigError(f"frozen stages {sorted(unknown)} unknown; expected names from {STAGES}")
-        norm = {stage: self._norm_factory(train and stage not in self.frozen_stages) for stage in STAGES}
+        norm = stage_norms(self, train)
         x = conv(self.widths[0], (1, 7, 7), (1, 2, 2) if self.stem_stride else 1, name="conv1_custom")(x)
         x = nn.relu(norm["stem"](name="norm1")(x))
         features = {"stem": x}
@@ -195,7 +192,8 @@ class P3D(nn.Module):
             for i in range(num_blocks):
                 strides = (1, 2, 2) if stage > 0 and i == 0 else (1, 1, 1)
                 pattern = pattern_of(index, self.patterns)
-                x = self.block_cls(width, strides, pattern, conv, norm[f"layer{stage + 1}"], name=f"layer{stage + 1}_{i}")(x)
+                block = self.block_cls(width, strides, pattern, conv, norm[f"layer{stage + 1}"], name=f"layer{stage + 1}_{i}")
+                x = block(x)
                 index += 1
             if self.depth_pooling and stage < len(DEPTH_POOLS):
                 window, stride, pad = DEPTH_POOLS[stage]
@@ -207,16 +205,6 @@ class P3D(nn.Module):
         init = {"kernel_init": nn.initializers.normal(self.head_init_std)} if self.head_init_std > 0 else {}
         logits = nn.Dense(self.num_classes, dtype=self.dtype, param_dtype=self.param_dtype, name="fc", **init)(x)
         return logits.astype(jnp.float32)
-
-    def _norm_factory(self, train: bool) -> Callable[..., nn.Module]:
-        return norm_factory(
-            self.norm,
-            train,
-            momentum=self.bn_momentum,
-            dtype=self.dtype,
-            param_dtype=self.param_dtype,
-            group_size=self.bn_group_size,
-        )
 
     def _check_depth(self, depth: int) -> None:
         if self.depth_pooling and depth < MIN_P3D_SLICES:

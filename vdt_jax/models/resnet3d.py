@@ -145,10 +145,7 @@ class ResNet3D(nn.Module):
         if self.shortcut_type not in SHORTCUT_TYPES:
             raise ValueError(f"unknown shortcut_type {self.shortcut_type!r}; expected one of {SHORTCUT_TYPES}")
         conv = functools.partial(Conv3D, impl=self.conv_impl, dtype=self.dtype, param_dtype=self.param_dtype)
-        unknown = set(self.frozen_stages) - set(STAGES)
-        if unknown:
-            raise ValueError(f"frozen stages {sorted(unknown)} unknown; expected names from {STAGES}")
-        norm = {stage: self._norm_factory(train and stage not in self.frozen_stages) for stage in STAGES}
+        norm = stage_norms(self, train)
         features = {}
         x = conv(self.widths[0], self.stem_kernel, self._stride(2 if self.stem_stride else 1), name="conv1")(x)
         x = nn.relu(norm["stem"](name="bn1")(x))
@@ -167,15 +164,26 @@ class ResNet3D(nn.Module):
         fc = nn.Dense(self.num_classes, dtype=self.dtype, param_dtype=self.param_dtype, name="fc", **init)
         return fc(x).astype(jnp.float32)
 
-    def _norm_factory(self, train: bool) -> Callable[..., nn.Module]:
-        return norm_factory(
-            self.norm,
-            train,
-            momentum=self.bn_momentum,
-            dtype=self.dtype,
-            param_dtype=self.param_dtype,
-            group_size=self.bn_group_size,
+
+def stage_norms(net: nn.Module, train: bool) -> dict[str, Callable[..., nn.Module]]:
+    """The norm constructor of each stage of `net` (a ResNet3D or P3D): training mode except frozen stages.
+
+    Reads the net's norm, bn_momentum, bn_group_size, frozen_stages, dtype and param_dtype.
+    """
+    unknown = set(net.frozen_stages) - set(STAGES)
+    if unknown:
+        raise ConfigError(f"frozen stages {sorted(unknown)} unknown; expected names from {STAGES}")
+    return {
+        stage: norm_factory(
+            net.norm,
+            train and stage not in net.frozen_stages,
+            momentum=net.bn_momentum,
+            dtype=net.dtype,
+            param_dtype=net.param_dtype,
+            group_size=net.bn_group_size,
         )
+        for stage in STAGES
+    }
 
 
 def norm_factory(
