@@ -38,6 +38,8 @@ CASES = [
     ("init_from_missing", "pretrain", ["--config.init_from={missing}.pth"], "--config.init_from="),
     ("multi_process_half_configured", "pretrain", ["--coordinator_address=127.0.0.1:8476", "--num_processes=2"],
      "half configured"),
+    ("bn_group_size_not_dividing_the_batch", "pretrain", ["--config.model.bn_group_size=48"],
+     "--config.model.bn_group_size=48 must be 0"),
     ("dataset_not_prepared", "pretrain", [f"--config={CONFIGS}/imagenet_r3d18.py", "--config.data.data_dir={empty_dir}"],
      "dataset 'imagenet2012' is not prepared"),
     ("finetune_data_path_missing", "finetune", [CLS, "--config.data.path={missing}.csv"], "--config.data.path="),

@@ -20,6 +20,8 @@ from vdt_jax.models.group_transform import GroupTransformBackbone
 from vdt_jax.models.p3d import P3DBasicBlock, P3DBottleneck, p3d
 from vdt_jax.models.unet3d import build_unet
 
+UNET_CONFIG = configs.finetune_default.get_config("segmentation").unet
+
 
 def count(tree) -> tuple[int, int]:
     leaves = jax.tree_util.tree_leaves(tree)
@@ -160,7 +162,7 @@ def p3d_finetune_model_config(task: str):
 def test_unet_on_an_mp3d_encoder_predicts_at_full_resolution():
     model_config = p3d_finetune_model_config("segmentation")
     assert not model_config.stem_stride  # the segmentation default: full-resolution stem skip
-    unet = build_unet(model_config, num_classes=3)
+    unet = build_unet(model_config, UNET_CONFIG, num_classes=3)
     x = jnp.zeros((1, 8, 24, 24, 1))
     variables = jax.eval_shape(unet.init, jax.random.key(0), x)
     assert jax.eval_shape(unet.apply, variables, x).shape == (1, 8, 24, 24, 3)
@@ -171,7 +173,7 @@ def test_unet_on_an_mp3d_encoder_predicts_at_full_resolution():
     assert variables["params"]["encoder"]["conv1_custom"]["kernel"].shape == (1, 7, 7, 1, 8)  # as pre-trained
     model_config.depth_stride = True  # the ResNet recipes' isotropic strides cannot apply
     with pytest.raises(UserError, match="depth_stride=True has no meaning for arch 'mp3d'.*set config.model.depth_stride=False"):
-        build_unet(model_config, num_classes=3)
+        build_unet(model_config, UNET_CONFIG, num_classes=3)
 
 
 def test_classification_finetuning_model_is_the_pseudo_3d_classifier():

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import configs.finetune_default
 from tests import fakes
 from vdt_jax.errors import UserError
 from vdt_jax.models.group_transform import GroupTransformBackbone
@@ -226,7 +227,8 @@ def test_unet_encoder_and_frozen_stem_of_a_p3d(tmp_path):
 
     source = p3d("mp3d", "18ba", num_classes=None, widths=(8, 8, 16, 16))
     state = p3d_keys.to_torch_state_dict(fakes.random_variables(source, (1, 3, 16, 16, 1), seed=9))
-    unet = build_unet(p3d_finetune_model_config("segmentation"), num_classes=3)
+    unet_config = configs.finetune_default.get_config("segmentation").unet
+    unet = build_unet(p3d_finetune_model_config("segmentation"), unet_config, num_classes=3)
     template = unet.init(jax.random.key(0), jnp.zeros((1, 8, 16, 16, 1)))
     files.write_state_dict(state, tmp_path / "p3d.safetensors")
     loaded, report = pretrained.initial_variables(str(tmp_path / "p3d.safetensors"), template)
@@ -290,6 +292,7 @@ def test_imagenet_p3d63_recipe_pretrains_and_its_export_loads_into_the_reference
         "vdt_jax.pretrain", "--config=configs/imagenet_p3d63.py", f"--workdir={workdir}",
         f"--config.data.data_dir={data_dir}", "--config.data.image_size=32", "--config.data.eval_resize=36",
         "--config.data.num_workers=0", "--config.model.widths=(8,8,8,8)", "--config.batch_size=8",
+        "--config.model.bn_group_size=4",
         "--config.eval_batch_size=8", "--config.num_train_steps=2", "--config.checkpoint_every_steps=2",
     )  # fmt: skip
     assert trained.returncode == 0, trained.stderr[-3000:]

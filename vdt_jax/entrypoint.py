@@ -30,8 +30,9 @@ import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from vdt_jax import compile_cache, config_args, distributed, storage  # at import: --compile_cache, the multi-process flags
-from vdt_jax.errors import UserError
+# compile_cache and distributed define their flags (--compile_cache, the multi-process ones) at import.
+from vdt_jax import compile_cache, config_args, distributed, storage
+from vdt_jax.errors import ConfigError, UserError
 
 TRACEBACK_ENV = "VDT_TRACEBACK"
 
@@ -144,6 +145,7 @@ def train_main(
     quiet_logs()
     workdir = storage.check_workdir(flags.FLAGS.workdir)
     distributed.plan(**distributed.flag_settings(), on_cloud_tpu=False)  # half-configured flags fail here
+    check_batch_norm_groups(config)
     if check_config is not None:
         check_config(config)
     distributed.initialize_from_flags()  # join a multi-process run
@@ -153,6 +155,16 @@ def train_main(
     start = time.perf_counter()
     metrics = loop.train_and_evaluate(config, workdir, make_task(config, workdir))
     summary(config, metrics, workdir, time.perf_counter() - start)
+
+
+def check_batch_norm_groups(config: ml_collections.ConfigDict) -> None:
+    """model.bn_group_size must be 0 or divide the global training batch (GroupedBatchNorm splits it)."""
+    group, batch = config.model.bn_group_size, config.batch_size
+    if group < 0 or (group and batch % group):
+        raise ConfigError(
+            f"--config.model.bn_group_size={group} must be 0 (statistics over the whole batch) or divide "
+            f"--config.batch_size={batch}, e.g. the per-device batch"
+        )
 
 
 def check_init_from(config: ml_collections.ConfigDict) -> None:

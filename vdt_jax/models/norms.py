@@ -33,6 +33,8 @@ import jax.numpy as jnp
 from flax import linen as nn
 from flax.linen.dtypes import canonicalize_dtype
 
+from vdt_jax.errors import ConfigError
+
 
 class GroupedBatchNorm(nn.Module):
     """BatchNorm over the last axis with training statistics per group of `group_size` examples.
@@ -91,11 +93,11 @@ class GroupedBatchNorm(nn.Module):
     def _num_groups(self, batch: int) -> int:
         size = int(self.group_size or 0)
         if size < 0:
-            raise ValueError(f"BatchNorm group size must be >= 0 (0: the whole batch), got {size}")
+            raise ConfigError(f"BatchNorm group size must be >= 0 (0: the whole batch), got {size}")
         if size == 0:
             return 1
         if batch % size:
-            raise ValueError(
+            raise ConfigError(
                 f"BatchNorm group size {size} does not divide the batch of {batch} examples; set "
                 "model.bn_group_size to a divisor of the global batch size (e.g. the per-device batch), "
                 "or 0 for statistics over the whole batch"
