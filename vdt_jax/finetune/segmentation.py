@@ -5,14 +5,12 @@ from __future__ import annotations
 import os
 from typing import Iterator
 
-import jax
 import ml_collections
 import numpy as np
 from flax import linen as nn
 
 from vdt_jax import losses
-from vdt_jax.data import loading
-from vdt_jax.finetune import augment, manifests, metrics, nifti, outputs, sliding_window
+from vdt_jax.finetune import augment, manifests, metrics, nifti, outputs, window_eval
 from vdt_jax.finetune.base import FinetuneTask, data_path, log
 from vdt_jax.finetune.volume_cache import SegmentationSource
 from vdt_jax.models.unet3d import build_unet
@@ -72,10 +70,11 @@ class SegmentationTask(FinetuneTask):
         weights = self.config.loss
         return losses.dice_ce_loss(outputs, batch["label"], dice_weight=weights.dice_weight, ce_weight=weights.ce_weight)
 
-    # ---- sliding-window evaluation ----
-    def _plans(self) -> list[sliding_window.WindowPlan]:
-        window, stride = tuple(self.config.eval.window), tuple(self.config.eval.stride)
-        return [sliding_window.plan(v.geometry.model_shape, window, stride) for v in self.eval_volumes]
+    # ---- sliding-window evaluation (shared with `python -m vdt_jax.predict`: `window_eval`) ----
+    def _windows(self) -> window_eval.VolumeWindows:
+        evaluation = self.config.eval
+        channels = self.cache.preprocessing.channels
+        return window_eval.VolumeWindows(self.eval_volumes, evaluation.window, evaluation.stride, evaluation.weighting, channels)
 
     def eval_batches(self, *, per_process_batch: int) -> Iterator[dict[str, np.ndarray]]:
         """The windows of every evaluation volume, this process's share, padded and masked.
@@ -83,55 +82,19 @@ class SegmentationTask(FinetuneTask):
         Rows carry the window's 'case' index and 'start', so `evaluate` can
         stitch the replicated outputs.
         """
-        plans = self._plans()
-        windows = [(case, start) for case, plan in enumerate(plans) for start in plan.starts]
-        channels = self.cache.preprocessing.channels
-
-        opened: dict[int, np.ndarray] = {}
-
-        def window(case: int, start: tuple[int, int, int]) -> np.ndarray:
-            if case not in opened:  # keep one volume open at a time
-                opened.clear()
-                opened[case] = self.eval_volumes[case].image()
-            return plans[case].window_of(opened[case], start, self.eval_volumes[case].pad_value)
-
-        def batches_of(first: int, end: int):
-            for i in range(first, end, per_process_batch):
-                rows = windows[i : min(i + per_process_batch, end)]
-                yield {
-                    "image": np.stack([window(case, start) for case, start in rows]),
-                    "case": np.asarray([case for case, _ in rows], np.int32),
-                    "start": np.asarray([start for _, start in rows], np.int32).reshape(-1, 3),
-                }
-
-        empty = {
-            "image": np.zeros((0, *plans[0].window, channels), np.float32),
-            "case": np.zeros((0,), np.int32),
-            "start": np.zeros((0, 3), np.int32),
-        }
-        return loading.sharded_eval_batches(
-            len(windows),
-            batches_of,
-            empty=empty,
-            per_process_batch=per_process_batch,
-            process_index=jax.process_index(),
-            process_count=jax.process_count(),
-        )
+        return self._windows().batches(per_process_batch)
 
     def eval_metrics(self, outputs, batch):
         """Per-window class probabilities with their case, start and mask (stitched on the host by `evaluate`)."""
-        return {"probs": jax.nn.softmax(outputs), "case": batch["case"], "start": batch["start"], "mask": batch["mask"]}
+        return window_eval.window_probabilities(outputs, batch)
 
     def evaluate(self, state, mesh) -> dict[str, float]:
-        stitchers = {i: sliding_window.Stitcher(p, self.config.eval.weighting) for i, p in enumerate(self._plans())}
         dice: dict[int, np.ndarray] = {}
-        for out in self.eval_outputs(state, mesh):
-            rows = loading.unpadded(out)
-            for probs, case, start in zip(rows["probs"], rows["case"], rows["start"]):
-                stitcher = stitchers[int(case)]
-                stitcher.add(start, probs)
-                if stitcher.complete:
-                    dice[int(case)] = self._finish_case(int(case), stitchers.pop(int(case)).result())
+
+        def finish(case: int, stitched: window_eval.StitchedCase) -> None:
+            dice[case] = self._finish_case(case, stitched.labels)
+
+        self._windows().stitch(self.eval_outputs(state, mesh), finish)
         per_case = [dice[i] for i in range(len(self.eval_volumes))]
         result = metrics.summarise_dice(per_case, self.class_names)
         if self._writes_predictions:
@@ -139,10 +102,9 @@ class SegmentationTask(FinetuneTask):
             outputs.write_dice_table(self.output_dir, images, per_case, result, self.class_names)
         return result
 
-    def _finish_case(self, case: int, probs: np.ndarray) -> np.ndarray:
-        """Score one stitched case at the source resolution and write its prediction; returns per-class Dice."""
+    def _finish_case(self, case: int, prediction: np.ndarray) -> np.ndarray:
+        """Score one case's (D, H, W) uint8 model-space labels at the source resolution and write them; returns per-class Dice."""
         volume = self.eval_volumes[case]
-        prediction = probs.argmax(-1).astype(np.uint8)
         at_source = nifti.resize(prediction, volume.geometry.canonical_shape, order=0)
         dice = metrics.dice_per_class(at_source, volume.label_at_source_resolution(), len(self.class_names))
         if self._writes_predictions:

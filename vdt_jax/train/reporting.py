@@ -1,4 +1,4 @@
-"""Progress lines, JSON-lines metrics and TensorBoard events (process 0 only)."""
+"""Progress lines, JSON-lines metrics, TensorBoard events, curves.png and model_card.json (process 0 only)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,9 @@ from typing import Any, Mapping
 
 import jax
 
+from vdt_jax import model_card
+from vdt_jax.train import curves
+
 
 def format_duration(seconds: float) -> str:
     seconds = int(max(seconds, 0))
@@ -19,7 +22,7 @@ def format_duration(seconds: float) -> str:
 
 
 class Reporter:
-    """Writes `metrics.jsonl` and TensorBoard events in the workdir and prints progress.
+    """Writes `metrics.jsonl`, TensorBoard events, `curves.png` and `model_card.json` in the workdir; prints progress.
 
     Train lines read: step, loss, learning rate, images/s and ETA. Only
     process 0 writes or prints, so multi-host runs log once.
@@ -29,7 +32,9 @@ class Reporter:
         self.enabled = jax.process_index() == 0 if enabled is None else enabled
         self.total_steps = total_steps
         self.global_batch = global_batch
+        self.workdir = workdir
         self.metrics_path = os.path.join(workdir, "metrics.jsonl")
+        self.last_evaluation: tuple[int, Mapping[str, float]] | None = None
         self._writer = None
         self._window_start: tuple[float, int] | None = None
         if self.enabled:
@@ -56,8 +61,18 @@ class Reporter:
 
     def eval(self, step: int, metrics: Mapping[str, float]) -> None:
         self._write("eval", step, metrics)
+        self.last_evaluation = (step, metrics)
+        if self.enabled:
+            curves.write_curves(self.metrics_path, os.path.join(self.workdir, "curves.png"))
         shown = " | ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items())
         self.print(f"eval @ step {step}: {shown}")
+
+    def model_card(self, step: int, fields: Mapping[str, Any] | None, num_parameters: int) -> None:
+        """Rewrite model_card.json for `step` with the task's `fields` and this run's latest evaluation."""
+        if self.enabled and fields is not None:
+            model_card.write_run_card(
+                self.workdir, fields, step=step, evaluation=self.last_evaluation, num_parameters=num_parameters
+            )
 
     def print(self, line: str) -> None:
         if self.enabled:
