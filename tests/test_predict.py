@@ -109,7 +109,7 @@ def test_ras_lps_int16_and_4d_copies_get_identical_predictions_each_on_its_own_g
             np.asarray(nib.as_closest_canonical(probabilities).dataobj),
         )
     reference_labels, reference_probs = canonical.pop("ras")
-    assert reference_probs.std() > 10 and len(np.unique(reference_labels)) > 1  # not a constant prediction
+    assert reference_probs.std() > 0.05 and len(np.unique(reference_labels)) > 1  # not a constant prediction
     for name, (labels, probs) in canonical.items():
         np.testing.assert_array_equal(labels, reference_labels, err_msg=name)
         np.testing.assert_array_equal(probs, reference_probs, err_msg=name)

@@ -147,7 +147,7 @@ class InputVolume:
             self.started = self.started or time.perf_counter()
             p = self.preprocessing
             array, _ = nifti.load_image(self.item.image, channels=p.channels, target_spacing=p.target_spacing, intensity=p.intensity)
-            self._array, self._pad_value = array.astype(np.float32), float(array.min())
+            self._array, self._pad_value = array.astype(np.float32, copy=False), float(array.min())
         return self._array
 
     @property

@@ -14,7 +14,7 @@ layer, with the key names of `vdt_jax.weights.unet_keys`: a 3D ResNet encoder
 the skip's size, 1x1x1 conv, concatenation [skip, upsampled], two 3x3x3
 conv-norm-ReLU) and an FCN head. Inputs are (N, C, D, H, W) volumes preprocessed
 as the model card says; outputs are per-voxel logits (N, num_classes, D, H, W).
-Only this module imports PyTorch; nothing else in vdt-jax imports it.
+It imports PyTorch when imported; nothing else in vdt-jax imports this module.
 """
 
 from __future__ import annotations
