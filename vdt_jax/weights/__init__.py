@@ -8,6 +8,8 @@
   pretrained.py  fine-tune surgery: `initial_variables(init_from, template)` from a
                  vdt-jax run or a weight file, and `trainable_mask` for frozen stages
   monai_code.py  the MONAI code that rebuilds an exported model
+  unet_keys.py   the whole-UNet export: its keys and the code that rebuilds it
+  torch_unet.py  `TorchUNet3D`, the UNet in plain PyTorch (imports torch: the `torch` extra)
 
 The command line is `python -m vdt_jax.export`.
 """
