@@ -102,6 +102,7 @@ def float64_stitcher_bytes(workdir: str, ct: str) -> tuple[tuple[int, ...], int]
 def main(argv) -> None:
     del argv
     folder = _FOLDER.value or tempfile.mkdtemp(prefix="predict_memory_")
+    os.makedirs(folder, exist_ok=True)
     shape = tuple(int(s) for s in _SHAPE.value)
     spacing = tuple(float(s) for s in _SPACING.value)
     ct, workdir = os.path.join(folder, "ct.nii.gz"), os.path.join(folder, "workdir")
