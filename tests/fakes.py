@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from vdt_jax.data.images import DatasetInfo
 from vdt_jax.pretrain.vdt_classification import VDTClassificationTask
 from vdt_jax.train.task import Task
 
@@ -50,6 +51,7 @@ class ArrayTask(VDTClassificationTask):
         self.labels = rng.integers(0, num_classes, num_examples + num_eval).astype(np.int32)
         self.num_train = num_examples
         self.num_classes = num_classes
+        self.info = DatasetInfo(num_classes, num_examples, num_eval, tuple(f"class_{i}" for i in range(num_classes)))
 
     def build_model(self):
         from vdt_jax.models.factory import build_model

@@ -12,34 +12,20 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from tests.finetune_fakes import persistent_compilation_cache, tiny_finetune_config
+from tests.finetune_fakes import tiny_finetune_config
 from vdt_jax import checkpointing
 from vdt_jax.errors import ConfigError
 from vdt_jax.finetune import augment, make_task, metrics, nifti, synthetic
-from vdt_jax.train import loop
 
 
-@pytest.fixture(scope="module")
-def manifest(tmp_path_factory):
-    folder = str(tmp_path_factory.mktemp("nodules"))
-    synthetic.write_classification_dataset(folder, num_train=8, num_val=6, shape=(20, 20, 14), seed=5)
-    return os.path.join(folder, "manifest.csv")
+@pytest.fixture
+def manifest(classification_manifest):
+    return classification_manifest
 
 
-@pytest.fixture(scope="module")
-def trained(manifest, tmp_path_factory):
-    """4 steps, then a resumed run to 6; returns (workdir, first metrics, final metrics, final task)."""
-    workdir = str(tmp_path_factory.mktemp("cls_run"))
-    cache = str(tmp_path_factory.mktemp("cache"))
-    with persistent_compilation_cache(str(tmp_path_factory.mktemp("xla"))):
-        config = tiny_finetune_config("classification", manifest, cache)
-        first = loop.train_and_evaluate(config, workdir, make_task(config, workdir))
-        # The resumed run also draws the reference's LIDC flips and reports its threshold-tuned metrics.
-        overrides = {"data.flip_mode": "one_axis", "eval.tuned_threshold": True}
-        config = tiny_finetune_config("classification", manifest, cache, num_train_steps=6, **overrides)
-        task = make_task(config, workdir)
-        final = loop.train_and_evaluate(config, workdir, task)
-    return workdir, first, final, task
+@pytest.fixture
+def trained(classification_run):
+    return classification_run
 
 
 def test_metrics_match_a_recomputation_from_the_checkpoint(trained):

@@ -55,6 +55,10 @@ CASES = [
     ("export_empty_workdir", "export", ["--workdir={empty_dir}", "--out={tmp}/model.pth"], "holds no checkpoints"),
     ("export_no_out", "export", ["--workdir={empty_dir}"], "--out"),
     ("export_unknown_extension", "export", ["--workdir={fake_run}", "--out={tmp}/model.onnx"], "unknown extension '.onnx'"),
+    ("predict_not_a_run", "predict", ["--workdir={empty_dir}", "--input={good_csv}", "--out={workdir}"],
+     "holds no checkpoints/ folder"),
+    ("predict_no_out", "predict", ["--workdir={fake_run}", "--input={good_csv}"], "--input and --out are required"),
+    ("predict_positional_argument", "predict", ["--workdir={fake_run}", "scans"], "unexpected arguments: scans"),
     ("sweep_pretrained_missing", "finetune.sweep", ["--pretrained={missing}", "--sweep_dir={workdir}"], "--pretrained="),
     ("sweep_fractions_not_numbers", "finetune.sweep", ["--fractions=half", "--sweep_dir={workdir}"],
      "--fractions=half: expected comma-separated floats"),
@@ -123,12 +127,12 @@ def test_print_config_prints_the_resolved_config_and_exits(tmp_path):
     assert "class_names:" in result.stdout and not (tmp_path / "run").exists()
 
 
-@pytest.mark.parametrize("module", ["pretrain", "finetune", "finetune.sweep", "export"])
+@pytest.mark.parametrize("module", ["pretrain", "finetune", "finetune.sweep", "export", "predict"])
 def test_help_keeps_the_usage_text_and_names_print_config(module, tmp_path):
     result, _ = run_cli(module, ["--help"], cwd=str(tmp_path))
     usage = result.stdout
     assert f"python -m vdt_jax.{module}" in usage
     continued = [line for line in usage.splitlines() if line.rstrip().endswith("\\")]
     assert continued, "the docstring's line continuations were lost"
-    if module != "export":
+    if module not in ("export", "predict"):
         assert "--print_config" in usage

@@ -7,6 +7,8 @@ and running statistics so that a wrong mapping of any tensor shows.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -201,7 +203,8 @@ def test_cli_exports_a_checkpoint_that_monai_reproduces(trained_workdir, tmp_pat
     )
     assert completed.returncode == 0, completed.stderr
     printed = completed.stdout
-    assert f"wrote {out}: 74 tensors" in printed and "classifier kept (4 classes)" in printed
+    assert f"wrote {out} (ResNet with classifier, checkpoint step 2): 74 tensors" in printed
+    assert "classifier kept (4 classes)" in printed and f"model card: {out}.json" in printed
     code = printed.split("Matching MONAI model:\n", 1)[1]
     assert "resnet10(" in code and "widen_factor=0.25" in code and "model.maxpool.stride = (1, 2, 2)" in code
     namespace: dict = {}
@@ -222,4 +225,88 @@ def test_export_backbone_as_safetensors(trained_workdir, tmp_path):
     assert result.num_tensors == len(state) == 72 and not any(k.startswith("head.") for k in state)
     assert all(k.startswith("backbone.") for k in state)
     assert result.num_classes is None and result.classifier_note == "dropped (--backbone_only)"
-    assert "feed_forward=False" in result.monai_code and "removeprefix('backbone.')" in result.monai_code
+    assert "feed_forward=False" in result.code and "removeprefix('backbone.')" in result.code
+
+
+# ------------------------------------------------------------ segmentation UNets
+
+
+def unet_model_config(**fields):
+    import configs.default
+
+    config = configs.default.model_config()
+    config.update({"stem_stride": False, "depth_stride": True, "conv_impl": "conv3d", "widths": (16, 32, 64, 128), **fields})
+    return config
+
+
+@pytest.mark.parametrize("depth, keys", [(10, "monai"), (18, "mmcls")])
+def test_unet_encoder_export_loads_strictly_into_monai_and_matches_the_last_feature_map(tmp_path, depth, keys):
+    from vdt_jax.models.factory import build_model
+    from configs import finetune_default
+    from vdt_jax.models.unet3d import build_unet
+    from vdt_jax.weights import unet_keys
+
+    config = unet_model_config(depth=depth)
+    x = volume((1, 16, 32, 32, 1), seed=5)
+    decoder = finetune_default.get_config("segmentation").unet
+    variables = random_variables(build_unet(config, decoder, num_classes=3), x.shape, seed=depth)
+    encoder = unet_keys.encoder_variables(variables)
+    path = str(tmp_path / "encoder.pth")
+    files.export_torch_weights(encoder, path, keys=keys)
+    code = monai_code.monai_code_for(config, num_classes=None, in_channels=1, keys=keys, path=path)
+    assert "feed_forward=False" in code and "conv1_t_stride=1" in code
+    namespace: dict = {}
+    exec(code, namespace)  # noqa: S102 (our own generated code, as the exporter prints it)
+    net, captured = namespace["model"], {}
+    net.layer4.register_forward_hook(lambda module, inputs, output: captured.setdefault("layer4", output))
+    pooled = torch_outputs(net, x)
+    features = build_model(config, num_classes=None).apply(encoder, x)["layer4"]
+    last_map = captured["layer4"].detach().numpy().transpose(0, 2, 3, 4, 1)
+    assert_parity(features, last_map, f"UNet encoder (ResNet-{depth}, {keys} keys) layer4 feature map")
+    assert_parity(jnp.mean(features, axis=(1, 2, 3)), pooled, f"UNet encoder (ResNet-{depth}) pooled features")
+
+
+def test_exporting_a_trained_unet_run(segmentation_run, tmp_path):
+    """The whole UNet (TorchUNet3D, the code in its model card) and its encoder (MONAI), from a real workdir."""
+    import json
+
+    from vdt_jax import checkpointing, export
+    from vdt_jax.models.unet3d import build_unet
+
+    workdir = segmentation_run[0]
+    full = export.export(workdir, str(tmp_path / "unet.pth"))
+    card = json.load(open(tmp_path / "unet.pth.json"))
+    assert full.contents == "whole UNet" and full.step == 6 and full.num_classes == 3
+    assert card["weights"]["tensors"] == full.num_tensors and card["source"]["evaluation"]["step"] == 6
+    assert card["class_names"] == ["background", "organ", "lesion"] and card["preprocessing"]["normalize"] == "window"
+    namespace: dict = {}
+    exec(card["pytorch"]["code"], namespace)  # noqa: S102 (the code the model card holds)
+    variables, config = checkpointing.load_variables(workdir)
+    x = volume((1, 10, 12, 12, 1), seed=6)
+    logits = build_unet(config.model, config.unet, num_classes=3).apply(variables, x, train=False)
+    actual = torch_outputs(namespace["model"], x).transpose(0, 2, 3, 4, 1)
+    assert_parity(logits, actual, "CLI-path export of a trained UNet, logits")
+    backbone = export.export(workdir, str(tmp_path / "encoder.safetensors"), backbone_only=True, keys="mmcls")
+    card = json.load(open(tmp_path / "encoder.safetensors.json"))
+    assert backbone.num_classes is None and card["architecture"]["num_classes"] is None
+    assert card["weights"]["key_style"] == "mmcls" and card["architecture"]["network"] == "ResNet3D (UNet encoder (ResNet keys))"
+    assert card["pytorch"]["code"] == "(none: MONAI's widen_factor cannot express widths (8, 8, 16, 16))\n"  # the test's narrow widths
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"keys": "mmcls"}, r"--keys=mmcls names a ResNet key style; a whole UNet is written with its own keys"),
+        ({"downsample_bias": True}, r"--downsample_bias .* TorchUNet3D, whose shortcut convs have none"),
+        ({"out": "unet.onnx"}, r"unet.onnx: use a .safetensors file or one of"),
+        ({"step": 3}, r"--step=3: no such checkpoint .* available steps: \[4, 6\]"),
+    ],
+)
+def test_exports_that_cannot_be_honoured_fail_before_writing(segmentation_run, tmp_path, kwargs, message):
+    from vdt_jax import export
+    from vdt_jax.errors import UserError
+
+    out = str(tmp_path / kwargs.pop("out", "unet.pth"))
+    with pytest.raises(UserError, match=message):
+        export.export(segmentation_run[0], out, **kwargs)
+    assert os.listdir(tmp_path) == []

@@ -62,8 +62,12 @@ def label_of(synset: str) -> int:
 def test_dataset_info(config):
     info = images.dataset_info(config)
     assert info == images.DatasetInfo(
-        num_classes=1000, num_train_examples=NUM_CLASSES * IMAGES_PER_CLASS, num_eval_examples=NUM_VAL
+        num_classes=1000,
+        num_train_examples=NUM_CLASSES * IMAGES_PER_CLASS,
+        num_eval_examples=NUM_VAL,
+        class_names=info.class_names,
     )
+    assert len(info.class_names) == 1000 and len(set(info.class_names)) == 1000  # the synsets, for model cards
 
 
 def test_train_split_through_the_loader(config):

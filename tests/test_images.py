@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from absl import flags
@@ -19,7 +21,9 @@ from vdt_jax.data import images
 
 def test_dataset_info(data_dir):
     info = images.dataset_info(make_config(data_dir))
-    assert info == images.DatasetInfo(num_classes=10, num_train_examples=NUM_TRAIN, num_eval_examples=NUM_EVAL)
+    expected = images.DatasetInfo(num_classes=10, num_train_examples=NUM_TRAIN, num_eval_examples=NUM_EVAL)
+    assert info == dataclasses.replace(expected, class_names=info.class_names)
+    assert len(info.class_names) == 10 and len(set(info.class_names)) == 10  # the label names, for model cards
 
 
 def test_prepare_dataset_errors(data_dir, tmp_path):

@@ -24,3 +24,28 @@ def test_resized_argmax_in_chunks_equals_resizing_the_whole_volume(monkeypatch):
     # Scores resized before the argmax differ from labels resized after it (what eval.resize chooses between).
     labels_resized = nifti.resize(scores.argmax(-1).astype(np.uint8), shape, order=0)
     assert (labels_resized != expected).any()
+
+
+def test_slab_resized_argmax_fed_slab_by_slab_equals_resized_argmax():
+    """As the sliding-window stitcher hands out finished slabs: any split, up- or downsampling depth."""
+    rng = np.random.default_rng(2)
+    cases = [
+        ((7, 5, 6), (13, 9, 4), [3, 1, 3]),
+        ((10, 4, 4), (4, 6, 5), [1] * 10),  # downsampling: some slabs feed no output at all
+        ((10, 4, 4), (4, 6, 5), [1, 1, 4, 4]),
+        ((5, 3, 3), (5, 3, 3), [5]),  # same grid
+        ((3, 8, 8), (40, 5, 9), [1, 1, 1]),
+        ((31, 4, 4), (3, 4, 4), [1] * 31),
+    ]
+    for in_shape, out_shape, sizes in cases:
+        scores = rng.normal(size=(*in_shape, 4)).astype(np.float32)
+        resizer = resample.SlabResizedArgmax(in_shape, out_shape)
+        first = 0
+        for size in sizes:  # (a downsampled depth may be complete before its last slices come)
+            resizer.add(first, scores[first : first + size])
+            first += size
+        assert resizer.complete and not resizer._held  # nothing kept once every output slice is done
+        np.testing.assert_array_equal(resizer.labels, resample.resized_argmax(scores, out_shape))
+    resizer = resample.SlabResizedArgmax((4, 2, 2), (4, 2, 2))
+    with np.testing.assert_raises_regex(ValueError, "expected depth 0, got 1"):
+        resizer.add(1, scores[:1])

@@ -11,58 +11,21 @@ import pytest
 from PIL import Image
 from scipy import ndimage
 
-from tests.finetune_fakes import (
-    file_stem,
-    persistent_compilation_cache,
-    tiny_finetune_config,
-    write_lps_twin,
-)
+from tests.finetune_fakes import file_stem, tiny_finetune_config
 from vdt_jax.errors import ConfigError
 from vdt_jax.finetune import make_task, metrics, nifti, synthetic
-from vdt_jax.finetune.segmentation import SegmentationTask
+from vdt_jax.predict import command
 from vdt_jax.train import loop
 
 
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    """4 training cases and 2 evaluation cases: one RAS scan and its LPS twin."""
-    folder = str(tmp_path_factory.mktemp("msd"))
-    synthetic.write_segmentation_dataset(folder, num_train=4, num_val=1, shape=(24, 24, 10), seed=3)
-    path = os.path.join(folder, "dataset.json")
-    with open(path) as f:
-        data = json.load(f)
-    ras = data["validation"][0]
-    assert "".join(nib.aff2axcodes(nib.load(os.path.join(folder, ras["image"])).affine)) == "RAS"
-    for key in ("image", "label"):
-        write_lps_twin(os.path.join(folder, ras[key]), os.path.join(folder, ras[key].replace("case_004", "twin_lps")))
-    data["validation"].append({k: v.replace("case_004", "twin_lps") for k, v in ras.items()})
-    with open(path, "w") as f:
-        json.dump(data, f)
-    return path
+@pytest.fixture
+def dataset(segmentation_dataset):
+    return segmentation_dataset
 
 
-@pytest.fixture(scope="module")
-def trained(dataset, tmp_path_factory):
-    """4 steps, then a resumed run to 6; returns (workdir, final metrics, stitched probabilities per case, log)."""
-    workdir = str(tmp_path_factory.mktemp("seg_run"))
-    cache = str(tmp_path_factory.mktemp("cache"))
-    captured = {}
-    original = SegmentationTask._finish_case
-
-    def capture(self, case, probs):
-        captured[case] = probs
-        return original(self, case, probs)
-
-    SegmentationTask._finish_case = capture
-    try:
-        with persistent_compilation_cache(str(tmp_path_factory.mktemp("xla"))):
-            config = tiny_finetune_config("segmentation", dataset, cache)
-            first = loop.train_and_evaluate(config, workdir, make_task(config, workdir))
-            config = tiny_finetune_config("segmentation", dataset, cache, num_train_steps=6)
-            final = loop.train_and_evaluate(config, workdir, make_task(config, workdir))
-    finally:
-        SegmentationTask._finish_case = original
-    return workdir, first, final, captured
+@pytest.fixture
+def trained(segmentation_run):
+    return segmentation_run
 
 
 def test_train_evaluate_and_write_predictions(dataset, trained):
@@ -100,9 +63,8 @@ def test_resume_continues_from_the_checkpoint(trained):
 
 
 def test_lps_file_gets_the_same_prediction_as_its_ras_twin(dataset, trained):
-    workdir, _, _, probs = trained
-    np.testing.assert_allclose(probs[0], probs[1], atol=1e-6)  # the stitched class probabilities, model space
-    assert probs[0].std() > 0
+    workdir, _, _, labels = trained
+    np.testing.assert_array_equal(labels[0], labels[1])  # model space (predict's tests compare probabilities too)
     ras = nib.load(os.path.join(workdir, "predictions", "case_004.nii.gz"))
     lps = nib.load(os.path.join(workdir, "predictions", "twin_lps.nii.gz"))
     assert "".join(nib.aff2axcodes(lps.affine)) == "LPS"
@@ -134,7 +96,8 @@ def test_bad_volumes_stop_the_run_before_training_and_name_the_file(dataset, tmp
 
 @pytest.mark.slow
 def test_the_reference_recipe_options_end_to_end(dataset, tmp_path):
-    """Slab crops with rescale, the reference head and loss, logit averaging, score resizing, post-processing, pooled Dice."""
+    """Slab crops with rescale, the reference head and loss, logit averaging, score resizing, post-processing, pooled Dice;
+    predict reproduces the predictions with the same options."""
     config = tiny_finetune_config(
         "segmentation", dataset, str(tmp_path / "cache"), num_train_steps=2, checkpoint_every_steps=100
     )
@@ -155,6 +118,14 @@ def test_the_reference_recipe_options_end_to_end(dataset, tmp_path):
         counts.append(metrics.dice_counts(written, np.asarray(nib.load(os.path.join(folder, case["label"])).dataobj), 3))
     # The reported Dice is pooled over the cases, computed from the written files.
     assert result == pytest.approx(metrics.pooled_dice(counts, ("background", "organ", "lesion")), abs=1e-9)
+    # predict applies the run's own eval options (logit averaging, score resizing, largest component):
+    # on the validation cases it writes exactly what training's evaluation wrote.
+    out = tmp_path / "predicted"
+    command.predict(workdir, dataset, str(out), split="validation", log=lambda line: None)
+    for case in cases:
+        name = file_stem(case["image"]) + ".nii.gz"
+        written = np.asarray(nib.load(os.path.join(workdir, "predictions", name)).dataobj)
+        np.testing.assert_array_equal(np.asarray(nib.load(str(out / name)).dataobj), written)
     bad = tiny_finetune_config("segmentation", dataset, str(tmp_path / "cache"))
     bad.eval.dice = "mean"
     with pytest.raises(ConfigError, match="eval.dice must be one of"):
@@ -175,3 +146,20 @@ def test_a_given_data_path_is_used_even_when_the_config_names_synthetic_data(dat
 
     with pytest.raises(UserError, match=f"--config.data.path={tmp_path / 'missing.json'}: no such file"):
         make_task(config)
+
+
+def test_the_run_writes_its_model_card_and_curves(dataset, trained):
+    workdir, _, final, _ = trained
+    card = json.load(open(os.path.join(workdir, "model_card.json")))
+    assert card["task"] == "segmentation" and card["class_names"] == ["background", "organ", "lesion"]
+    architecture = card["architecture"]
+    assert architecture["network"] == "UNet3D" and architecture["widths"] == [8, 8, 16, 16] and architecture["num_classes"] == 3
+    assert architecture["parameters"] > 10_000
+    assert card["preprocessing"]["target_spacing_xyz_mm"] == [1.8, 1.8, 2.5]
+    assert card["preprocessing"]["hu_window_centre_width"] == [40.0, 400.0]
+    assert card["preprocessing"]["sliding_window"]["window"] == [8, 12, 12]
+    assert card["source"]["step"] == 6 and card["source"]["evaluation"]["step"] == 6
+    assert card["source"]["evaluation"]["metrics"]["mean_dice"] == pytest.approx(final["mean_dice"])
+    assert "TorchUNet3D(depth=10, widths=(8, 8, 16, 16), in_channels=1, num_classes=3" in card["pytorch"]["code"]
+    with Image.open(os.path.join(workdir, "curves.png")) as png:
+        assert png.width >= 700 and png.height >= 600  # loss, learning rate and Dice panels

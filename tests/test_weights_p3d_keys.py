@@ -252,7 +252,7 @@ def test_export_routes_by_the_checkpoints_arch(tmp_path, monkeypatch):
     state = files.read_state_dict(tmp_path / "mp3d.safetensors")
     assert set(state) == set(p3d_keys.to_torch_state_dict(variables, keys="mmcls"))  # safetensors sorts keys
     assert {"backbone.conv1_custom.weight", "backbone.layer4.2.conv4.weight", "head.fc.bias"} <= set(state)
-    assert result.num_classes == 4 and "MONAI has no pseudo-3D network" in result.monai_code
+    assert result.num_classes == 4 and "MONAI has no pseudo-3D network" in result.code
     with pytest.raises(UserError, match="--downsample_bias is for MONAI's ResNet"):
         export.export(str(tmp_path), str(tmp_path / "b.safetensors"), keys="mp3d", downsample_bias=True)
     config.model.arch = "resnet3d"  # a ResNet workdir cannot be written with the P3D reference's keys

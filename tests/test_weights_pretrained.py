@@ -17,7 +17,7 @@ from vdt_jax.models.resnet3d import resnet3d
 from vdt_jax.models.unet3d import UNet3D
 from vdt_jax.train import state as state_lib
 from vdt_jax.weights import files, pretrained
-from vdt_jax.weights.keys import WeightConversionError
+from vdt_jax.weights.keys import WeightConversionError, to_torch_state_dict
 
 WIDTHS = (8, 8, 16, 16)
 
@@ -157,3 +157,43 @@ def test_auto_init_uses_the_demo_pretraining_workdir_when_it_has_a_checkpoint(tm
     (tmp_path / "workdirs" / "pretrain_demo" / "checkpoints" / "624").mkdir(parents=True)
     assert resolve_init_from("auto") == str(tmp_path / "workdirs" / "pretrain_demo")
     assert resolve_init_from("/weights/r3d18.pth") == "/weights/r3d18.pth" and resolve_init_from("") == ""
+
+
+def write_card(path, **architecture):
+    import json
+
+    card = {"format": "vdt-jax model card", "version": 1, "task": "vdt_pretraining", "source": {"step": 1}}
+    card["architecture"] = {"network": "ResNet3D", "in_channels": 1, "num_classes": 10, "depth": 10, "widths": list(WIDTHS),
+                            "norm": "batch", "depth_stride": False, "stem_stride": True, **architecture}
+    with open(path, "w") as f:
+        json.dump(card, f)
+
+
+def test_a_model_card_of_another_backbone_is_refused_before_loading(tmp_path):
+    from vdt_jax.model_card import ModelCardError
+
+    model = resnet3d(10, num_classes=2, widths=WIDTHS)
+    template = init(model)
+    path = str(tmp_path / "r3d.safetensors")
+    files.write_state_dict(to_torch_state_dict(init(resnet3d(10, num_classes=10, widths=WIDTHS))), path)
+    target = ml_collections.ConfigDict({"depth": 10, "widths": WIDTHS, "norm": "batch", "depth_stride": True, "stem_stride": True})
+    write_card(path + ".json", widths=[16, 32, 64, 128])
+    with pytest.raises(ModelCardError, match=r"r3d.safetensors.json describes another backbone \(model.widths: \[16, 32, 64, 128\] in the card, \[8, 8, 16, 16\] here\)"):
+        pretrained.initial_variables(path, template, model_config=target)
+    write_card(path + ".json")  # same backbone, other strides: loads, and the report says what differs
+    _, report = pretrained.initial_variables(path, template, model_config=target)
+    assert "depth_stride False -> True" in report.adapted["(model card)"] and "vdt_pretraining run, step 1" in report.summary()
+    _, report = pretrained.initial_variables(path, template)  # without the target's config: no card check
+    assert "(model card)" not in report.adapted
+
+
+def test_the_card_of_a_workdir_is_found_from_its_checkpoint_folders(pretraining_run):
+    import os
+
+    workdir, _ = pretraining_run
+    write_card(os.path.join(workdir, "model_card.json"), norm="group")
+    target = ml_collections.ConfigDict({"depth": 10, "widths": WIDTHS, "norm": "batch"})
+    for where in (workdir, os.path.join(workdir, "checkpoints"), os.path.join(workdir, "checkpoints", "1")):
+        with pytest.raises(ValueError, match=r"model.norm: \"?group\"? in the card"):
+            pretrained.check_source_card(where, target)
+    os.remove(os.path.join(workdir, "model_card.json"))

@@ -13,6 +13,8 @@
   host_input.py    the ImageNet host transform per core and with worker processes
   vdt_placement.py the VDT on the host vs on the device
   timing.py        interleaved rounds: median, min and max per candidate
+  predict_memory.py  `python -m vdt_jax.benchmark.predict_memory`: peak host
+                   memory and time of `python -m vdt_jax.predict` on a full-size CT
 
 Figures: images/s at the median step time; "model" FLOP/s count only kernel
 taps that read real input (the same for every conv implementation), XLA-counted

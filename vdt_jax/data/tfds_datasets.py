@@ -33,6 +33,7 @@ class DatasetInfo:
     num_classes: int
     num_train_examples: int
     num_eval_examples: int
+    class_names: tuple[str, ...] = ()
 
 
 def _builder(data_config: ml_collections.ConfigDict) -> Any:
@@ -130,6 +131,7 @@ def dataset_info(data_config: ml_collections.ConfigDict) -> DatasetInfo:
     info = _builder(data_config).info
     return DatasetInfo(
         num_classes=info.features["label"].num_classes,
+        class_names=tuple(info.features["label"].names),
         num_train_examples=info.splits[data_config.train_split].num_examples,
         num_eval_examples=info.splits[data_config.eval_split].num_examples,
     )

@@ -8,12 +8,14 @@ Modules:
   manifests       classification manifests, Decathlon dataset.json, subsets
   volume_cache    the preprocessed-volume cache and its grain sources
   augment         crops, flips and rotations of volumes (grain transforms)
-  sliding_window  whole-volume inference with overlapping windows
+  sliding_window  whole-volume inference with overlapping windows (float32, slab by slab)
+  window_eval     the window stream and stitching training's evaluation and predict share
   metrics         accuracy, ROC AUC, confusion matrix, Dice
   outputs         prediction tables, NIfTI predictions, PNG overlays
   figures         the PNG drawings (overlays, label-efficiency plot)
   synthetic       generated CT demo datasets
   base            what both tasks share (data, init_from, freezing)
+  contract        a run's model-card fields: architecture, classes, preprocessing, PyTorch code
   classification  `Classification3DTask`
   segmentation    `SegmentationTask`
   sweep           the label-efficiency sweep

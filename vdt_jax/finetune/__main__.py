@@ -63,9 +63,11 @@ def print_summary(config, metrics: dict, workdir: str, seconds: float) -> None:
         f"\nDone in {reporting.format_duration(seconds)}. Validation {headline} "
         f"on {int(metrics.get('num_examples', 0))} {'volumes' if config.task == 'segmentation' else 'examples'}.\n"
         + outputs
-        + f"  metrics:     {os.path.join(workdir, 'eval_metrics.json')}, {os.path.join(workdir, 'metrics.jsonl')}\n"
-        f"  checkpoints: {os.path.join(workdir, 'checkpoints')}\n"
-        f"  init report: {os.path.join(workdir, 'init_report.txt')}"
+        + f"  metrics:     {os.path.join(workdir, 'eval_metrics.json')}, {os.path.join(workdir, 'metrics.jsonl')}, "
+        f"{os.path.join(workdir, 'curves.png')}\n"
+        f"  checkpoints: {os.path.join(workdir, 'checkpoints')} (model card: {os.path.join(workdir, 'model_card.json')})\n"
+        f"  init report: {os.path.join(workdir, 'init_report.txt')}\n"
+        f"Next: python -m vdt_jax.predict --workdir={workdir} --input=<NIfTI file, folder or manifest> --out=<folder>"
     )
 
 

@@ -29,7 +29,7 @@ import ml_collections
 from vdt_jax import storage
 from vdt_jax.atomic import write_text_atomic
 from vdt_jax.data import loading
-from vdt_jax.finetune import augment, nifti, synthetic
+from vdt_jax.finetune import augment, contract, nifti, synthetic
 from vdt_jax.finetune.volume_cache import (
     Preprocessing,
     Volume,
@@ -135,7 +135,10 @@ class FinetuneTask(Task):
             self.write_text("init_report.txt", message + "\n")
             return None
         variables, report = pretrained.initial_variables(
-            self.init_from, template, in_channels_reduce=self.config.finetune.in_channels_reduce
+            self.init_from,
+            template,
+            in_channels_reduce=self.config.finetune.in_channels_reduce,
+            model_config=self.config.model,
         )
         log(report.summary())
         self.write_text("init_report.txt", report.details())
@@ -150,6 +153,10 @@ class FinetuneTask(Task):
         return mask
 
     # ---- outputs ----
+    def card_fields(self) -> dict[str, Any]:
+        """Architecture, classes, the preprocessing contract and the PyTorch code, for model_card.json."""
+        return contract.card_fields(self.config, self.class_names, self.output_dir or "<workdir>")
+
     @property
     def writes_outputs(self) -> bool:
         """True on the process that writes predictions, tables and reports (process 0 with an output folder)."""

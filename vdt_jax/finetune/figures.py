@@ -27,14 +27,14 @@ def _colour(index: int) -> tuple[int, int, int]:
     return tuple(int(c) for c in PALETTE[index % len(PALETTE)])  # type: ignore[return-value]
 
 
-def pick_slices(truth: np.ndarray, prediction: np.ndarray, count: int) -> list[int]:
+def pick_slices(truth: np.ndarray | None, prediction: np.ndarray, count: int) -> list[int]:
     """Depth indices spread over the extent of the foreground (truth, else prediction, else the volume)."""
-    for labels in (truth, prediction):
+    for labels in (prediction,) if truth is None else (truth, prediction):
         depths = np.flatnonzero(np.any(labels > 0, axis=(1, 2)))
         if depths.size:
             break
     else:
-        depths = np.arange(truth.shape[0])
+        depths = np.arange(prediction.shape[0])
     quantiles = np.linspace(0.2, 0.8, count) if count > 1 else [0.5]
     return sorted({int(depths[int(round(q * (len(depths) - 1)))]) for q in quantiles})
 
@@ -54,21 +54,21 @@ def _overlay(grey: np.ndarray, labels: np.ndarray, alpha: float = 0.45) -> np.nd
 def segmentation_overlay(
     path: str,
     image: np.ndarray,
-    truth: np.ndarray,
+    truth: np.ndarray | None,
     prediction: np.ndarray,
     class_names: Sequence[str],
     *,
     num_slices: int = 3,
     title: str = "",
 ) -> None:
-    """Write a PNG: per axial slice, the image, the ground truth overlay and the prediction overlay.
+    """Write a PNG: per axial slice, the image, the ground truth overlay (if given) and the prediction overlay.
 
     Args:
       path: the .png to write (atomically).
       image: (D, H, W) model-space intensities (depth = inferior->superior,
         H = posterior->anterior, W = left->right); shown in radiological
         convention (anterior up, patient's right on the left).
-      truth, prediction: (D, H, W) integer label maps on the same grid.
+      truth, prediction: (D, H, W) integer label maps on the same grid (truth None: no truth column).
       class_names: names of the classes, background first (for the legend).
       num_slices: rows of the figure.
       title: a line above the panels.
@@ -78,15 +78,17 @@ def segmentation_overlay(
     scale = max(1, int(np.ceil(160 / max(height, width))))
     panel_h, panel_w = height * scale, width * scale
     header, footer, gap = 36, 28, 6
-    canvas = Image.new("RGB", (3 * panel_w + 4 * gap, header + len(slices) * (panel_h + gap) + footer), WHITE)
+    columns = ("image", "prediction") if truth is None else ("image", "ground truth", "prediction")
+    canvas = Image.new("RGB", (len(columns) * panel_w + (len(columns) + 1) * gap, header + len(slices) * (panel_h + gap) + footer), WHITE)
     draw = ImageDraw.Draw(canvas)
     draw.text((gap, 2), title, fill=BLACK, font=_font(12))
-    for col, name in enumerate(("image", "ground truth", "prediction")):
+    for col, name in enumerate(columns):
         draw.text((gap + col * (panel_w + gap), 18), name, fill=BLACK, font=_font(12))
     for row, d in enumerate(slices):
         view = np.s_[d, ::-1, ::-1]  # radiological display
         grey = _grey(image[view])
-        panels = (grey, _overlay(grey, truth[view].astype(np.int64)), _overlay(grey, prediction[view].astype(np.int64)))
+        overlays = [labels for labels in (truth, prediction) if labels is not None]
+        panels = (grey, *(_overlay(grey, labels[view].astype(np.int64)) for labels in overlays))
         y = header + row * (panel_h + gap)
         for col, panel in enumerate(panels):
             tile = Image.fromarray(panel).resize((panel_w, panel_h), Image.NEAREST)

@@ -8,13 +8,11 @@ so axial slices are depth slices, and a trailing channel axis is added:
 example LPS from a DICOM converter and RAS) therefore give the same model
 array, and the same prediction.
 
-Spacing comes from the affine (voxel sizes along each axis), optionally
-resampled to a target spacing given as (x, y, z) millimetres, the order NIfTI
-headers and MONAI's `Spacingd` use; a 0 entry keeps that axis's spacing (e.g.
-(0, 0, 1) resamples depth only). Predictions go back the same way: resampled
-to the canonical grid of the file, reoriented to the file's axes and written
-with the file's affine and header, so they overlay the source image in any
-viewer.
+Spacing comes from the affine, optionally resampled to a target spacing in
+(x, y, z) mm (the order of NIfTI headers and MONAI's `Spacingd`; a 0 entry
+keeps that axis, e.g. (0, 0, 1) resamples depth only). Predictions go back the
+same way, to the file's own grid, axes, affine and header, so they overlay the
+source image in any viewer.
 
 Intensities: the header's scl_slope/scl_inter are applied (CT stored as int16
 with an offset becomes Hounsfield units), then an optional HU window (clip),
@@ -90,13 +88,7 @@ class Geometry:
         return "".join(orientations.aff2axcodes(self.affine))
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "path": self.path,
-            "affine": self.affine.tolist(),
-            "shape": list(self.shape),
-            "spacing": list(self.spacing),
-            "model_shape": list(self.model_shape),
-        }
+        return {"path": self.path, "affine": self.affine.tolist(), **{k: list(getattr(self, k)) for k in ("shape", "spacing", "model_shape")}}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "Geometry":
@@ -168,10 +160,7 @@ def check_exists(path: str, what: str = "file") -> None:
 
 
 def check_readable(path: str, where: str) -> None:
-    """Raises NiftiError (naming `where`, e.g. the manifest row) unless `path` exists with a NIfTI header.
-
-    Reads the header only: the cheap check every listed file gets before any preprocessing.
-    """
+    """Raises NiftiError (naming `where`, e.g. the manifest row) unless `path` has a NIfTI header (not read further)."""
     try:
         _load(path)
     except NiftiError as error:
@@ -191,21 +180,27 @@ def _load(path: str) -> nib.Nifti1Image:
 
 def _spatial(array: np.ndarray, path: str, channels: int) -> np.ndarray:
     """(X, Y, Z) or (X, Y, Z, C) -> (X, Y, Z, C), checking the dimensions."""
+    check_shape(array.shape, path, channels)
     if array.ndim == 3:
-        array = array[..., None]
-    elif array.ndim == 5 and array.shape[3] == 1:  # NIfTI stores vector data on the 5th axis
-        array = array[:, :, :, 0, :]
-    if array.ndim != 4:
-        raise NiftiError(
-            f"{path}: has {array.ndim} dimensions {array.shape}; expected a 3D volume "
-            f"(or 4D with {channels} channel(s) on the 4th axis)"
-        )
-    if array.shape[3] != channels:
-        raise NiftiError(
-            f"{path}: has {array.shape[3]} values on its 4th axis (shape {array.shape}); expected {channels} "
-            "channel(s) (data.in_channels)"
-        )
-    return array
+        return array[..., None]
+    return array[:, :, :, 0, :] if array.ndim == 5 else array  # NIfTI stores vector data on the 5th axis
+
+
+def check_shape(shape: Sequence[int], path: str, channels: int) -> None:
+    """Raise `NiftiError` unless `shape` is 3D, or 4D (or 5D vector data) with `channels` values per voxel."""
+    shape = tuple(int(n) for n in shape)
+    spatial = shape[:3] + shape[4:] if len(shape) == 5 and shape[3] == 1 else shape + (1,) * (len(shape) == 3)
+    if len(spatial) != 4:
+        raise NiftiError(f"{path}: has {len(shape)} dimensions {shape}; expected a 3D volume (or 4D with {channels} channel(s) on the 4th axis)")
+    if spatial[3] != channels:
+        raise NiftiError(f"{path}: has {spatial[3]} values on its 4th axis (shape {shape}); expected {channels} channel(s) (data.in_channels)")
+
+
+def read_geometry(path: str, *, channels: int = 1, target_spacing: Sequence[float] | None = None) -> Geometry:
+    """A file's `Geometry` from its header alone, checked as `load_image` checks it (raises `NiftiError`)."""
+    image = _load(path)
+    check_shape(image.shape, path, channels)
+    return _geometry(image, path, target_spacing)
 
 
 def _geometry(image: nib.Nifti1Image, path: str, target_spacing: Sequence[float] | None) -> Geometry:
@@ -359,8 +354,8 @@ def _integer_labels(data: np.ndarray, path: str, num_classes: int, label_map: di
 
 
 def label_to_file(label: np.ndarray, geometry: Geometry) -> np.ndarray:
-    """A (D, H, W) label map in model space -> the source file's grid and axis order."""
-    if tuple(label.shape) != tuple(geometry.canonical_shape):
+    """A (D, H, W, ...) label map in model space -> the source file's grid (nearest) and axis order."""
+    if tuple(label.shape[:3]) != tuple(geometry.canonical_shape):
         label = resize(label, geometry.canonical_shape, order=0)
     return to_file_axes(label, geometry)
 
@@ -368,17 +363,28 @@ def label_to_file(label: np.ndarray, geometry: Geometry) -> np.ndarray:
 def save_label(path: str, label: np.ndarray, geometry: Geometry) -> None:
     """Write a model-space (D, H, W) label map as NIfTI with the source image's affine and header.
 
-    The file appears atomically: it is written beside `path` under a temporary
-    name and renamed, so an interrupted run never leaves a half-written file
-    and never destroys the previous one.
+    Atomic: written beside `path` under a temporary name and renamed, so an
+    interrupted run never leaves a half-written file nor destroys the previous one.
     """
+    _save_uint8(path, label_to_file(np.asarray(label, np.uint8), geometry), geometry, 1.0)
+
+
+def save_probabilities(path: str, probabilities: np.ndarray, geometry: Geometry, levels: int = 255) -> None:
+    """Write model-space (D, H, W, K) uint8 probabilities (round(p * levels)) as a 4D NIfTI on the source grid.
+
+    Resampled like the labels (nearest), so the labelled class has the largest
+    value (rounding may tie it); scl_slope = 1 / levels shows them in [0, 1].
+    """
+    _save_uint8(path, label_to_file(np.asarray(probabilities, np.uint8), geometry), geometry, 1.0 / levels)
+
+
+def _save_uint8(path: str, data: np.ndarray, geometry: Geometry, slope: float) -> None:
     source = _load(geometry.path)
     header = source.header.copy()
-    data = label_to_file(np.asarray(label, np.uint8), geometry)
     header.set_data_shape(data.shape)
     header.set_data_dtype(np.uint8)
     image = nib.Nifti1Image(data, geometry.affine, header)
-    image.header.set_slope_inter(1.0, 0.0)
+    image.header.set_slope_inter(slope, 0.0)
     # Both orientation fields exactly as the source has them (viewers pick either).
     image.set_qform(*source.get_qform(coded=True))
     image.set_sform(*source.get_sform(coded=True))

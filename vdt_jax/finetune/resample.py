@@ -60,3 +60,57 @@ def resized_argmax(scores: np.ndarray, shape: Sequence[int]) -> np.ndarray:
         block = interpolate_axis(interpolate_axis(block, 0, depth_taps), 2, width_taps)
         out[:, first : first + block.shape[1]] = block.argmax(-1)
     return out
+
+
+class SlabResizedArgmax:
+    """`resized_argmax` fed depth slab by depth slab, as the sliding-window stitcher finishes them.
+
+    Holds only the slabs' rows resized along H (plus the one slice a depth tap
+    may reach back to) and the uint8 labels: each output voxel is computed by
+    the same operations in the same order as `resized_argmax`, so the labels
+    are identical to it, without a whole-volume float array.
+
+    Args:
+      in_shape: (D, H, W) of the scores fed.
+      out_shape: (D, H, W) of the labels.
+    """
+
+    def __init__(self, in_shape: Sequence[int], out_shape: Sequence[int]):
+        self.in_shape, self.out_shape = tuple(int(s) for s in in_shape), tuple(int(s) for s in out_shape)
+        self.depth_taps = linear_taps(self.in_shape[0], self.out_shape[0])
+        self.height_taps = linear_taps(self.in_shape[1], self.out_shape[1])
+        self.width_taps = linear_taps(self.in_shape[2], self.out_shape[2])
+        self.labels = np.empty(self.out_shape, np.uint8)
+        self._held: list[np.ndarray] = []  # H-resized input slices from depth self._base on
+        self._base = 0
+        self._fed = 0  # input depths fed so far
+        self._next = 0  # first output depth not computed yet
+
+    def add(self, first: int, slab: np.ndarray) -> None:
+        """Feed input depths first .. first + len(slab) ((n, H, W, K) scores, in order, no gaps)."""
+        if first != self._fed:
+            raise ValueError(f"slabs must arrive in depth order: expected depth {self._fed}, got {first}")
+        self._fed += len(slab)
+        if self.complete:
+            return
+        wanted = np.asarray(slab[max(self._base - first, 0) :], np.float32)  # slices no output reads are dropped
+        self._held.extend(interpolate_axis(wanted, 1, self.height_taps))
+        available = self._fed
+        left, right, weight = self.depth_taps
+        end = self._next
+        while end < self.out_shape[0] and right[end] < available:
+            end += 1
+        if end == self._next:
+            return
+        block = np.stack(self._held[int(left[self._next]) - self._base : int(right[end - 1]) + 1 - self._base])
+        offset = int(left[self._next])
+        taps = (left[self._next : end] - offset, right[self._next : end] - offset, weight[self._next : end])
+        self.labels[self._next : end] = interpolate_axis(interpolate_axis(block, 0, taps), 2, self.width_taps).argmax(-1)
+        self._next = end
+        keep_from = int(left[end]) if end < self.out_shape[0] else available
+        del self._held[: keep_from - self._base]
+        self._base = max(keep_from, self._base)
+
+    @property
+    def complete(self) -> bool:
+        return self._next == self.out_shape[0]

@@ -5,15 +5,13 @@ from __future__ import annotations
 import os
 from typing import Iterator
 
-import jax
 import ml_collections
 import numpy as np
 from flax import linen as nn
 
 from vdt_jax import losses
-from vdt_jax.data import loading
 from vdt_jax.errors import ConfigError
-from vdt_jax.finetune import manifests, metrics, nifti, outputs, resample, slab_crops, sliding_window
+from vdt_jax.finetune import manifests, metrics, outputs, slab_crops, window_eval
 from vdt_jax.finetune.base import FinetuneTask, data_path, log
 from vdt_jax.finetune.volume_cache import SegmentationSource
 from vdt_jax.models.unet3d import build_unet
@@ -34,7 +32,7 @@ class SegmentationTask(FinetuneTask):
 
     Evaluation runs every validation volume through overlapping sliding windows
     (the windows of all volumes form one sharded stream of eval batches),
-    stitches the window probabilities on the host, scores per-class Dice on
+    stitches the window scores on the host (`window_eval`), scores Dice on
     the source file's grid, and writes each prediction as NIfTI plus a PNG.
     """
 
@@ -85,10 +83,9 @@ class SegmentationTask(FinetuneTask):
             dice_smooth=loss.dice_smooth,
         )
 
-    # ---- sliding-window evaluation ----
-    def _plans(self) -> list[sliding_window.WindowPlan]:
-        window, stride = tuple(self.config.eval.window), tuple(self.config.eval.stride)
-        return [sliding_window.plan(v.geometry.model_shape, window, stride) for v in self.eval_volumes]
+    # ---- sliding-window evaluation (shared with `python -m vdt_jax.predict`: `window_eval`) ----
+    def _windows(self) -> window_eval.VolumeWindows:
+        return window_eval.VolumeWindows.from_config(self.eval_volumes, self.config.eval, self.cache.preprocessing.channels)
 
     def eval_batches(self, *, per_process_batch: int) -> Iterator[dict[str, np.ndarray]]:
         """The windows of every evaluation volume, this process's share, padded and masked.
@@ -96,40 +93,7 @@ class SegmentationTask(FinetuneTask):
         Rows carry the window's 'case' index and 'start', so `evaluate` can
         stitch the replicated outputs.
         """
-        plans = self._plans()
-        windows = [(case, start) for case, plan in enumerate(plans) for start in plan.starts]
-        channels = self.cache.preprocessing.channels
-
-        opened: dict[int, np.ndarray] = {}
-
-        def window(case: int, start: tuple[int, int, int]) -> np.ndarray:
-            if case not in opened:  # keep one volume open at a time
-                opened.clear()
-                opened[case] = self.eval_volumes[case].image()
-            return plans[case].window_of(opened[case], start, self.eval_volumes[case].pad_value)
-
-        def batches_of(first: int, end: int):
-            for i in range(first, end, per_process_batch):
-                rows = windows[i : min(i + per_process_batch, end)]
-                yield {
-                    "image": np.stack([window(case, start) for case, start in rows]),
-                    "case": np.asarray([case for case, _ in rows], np.int32),
-                    "start": np.asarray([start for _, start in rows], np.int32).reshape(-1, 3),
-                }
-
-        empty = {
-            "image": np.zeros((0, *plans[0].window, channels), np.float32),
-            "case": np.zeros((0,), np.int32),
-            "start": np.zeros((0, 3), np.int32),
-        }
-        return loading.sharded_eval_batches(
-            len(windows),
-            batches_of,
-            empty=empty,
-            per_process_batch=per_process_batch,
-            process_index=jax.process_index(),
-            process_count=jax.process_count(),
-        )
+        return self._windows().batches(per_process_batch)
 
     def eval_metrics(self, outputs, batch):
         """Per-window class scores with their case, start and mask (stitched on the host by `evaluate`).
@@ -137,20 +101,16 @@ class SegmentationTask(FinetuneTask):
         The scores are probabilities, or logits with eval.average="logits" (the
         reference averages logits over overlapping windows).
         """
-        scores = outputs if self.config.eval.average == "logits" else jax.nn.softmax(outputs)
-        return {"scores": scores, "case": batch["case"], "start": batch["start"], "mask": batch["mask"]}
+        return window_eval.window_scores(outputs, batch, self.config.eval.average)
 
     def evaluate(self, state, mesh) -> dict[str, float]:
         """Dice per case (mean over cases) or pooled over cases (eval.dice), scored on each file's own grid."""
-        stitchers = {i: sliding_window.Stitcher(p, self.config.eval.weighting) for i, p in enumerate(self._plans())}
         counts: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-        for out in self.eval_outputs(state, mesh):
-            rows = loading.unpadded(out)
-            for scores, case, start in zip(rows["scores"], rows["case"], rows["start"]):
-                stitcher = stitchers[int(case)]
-                stitcher.add(start, scores)
-                if stitcher.complete:
-                    counts[int(case)] = self._finish_case(int(case), stitchers.pop(int(case)).result())
+
+        def finish(case: int, stitched: window_eval.StitchedCase) -> None:
+            counts[case] = self._finish_case(case, stitched)
+
+        self._windows().stitch(self.eval_outputs(state, mesh), finish)
         per_case_counts = [counts[i] for i in range(len(self.eval_volumes))]
         per_case = [metrics.dice_from_counts(*c) for c in per_case_counts]
         if self.config.eval.dice == "pooled":
@@ -162,23 +122,16 @@ class SegmentationTask(FinetuneTask):
             outputs.write_dice_table(self.output_dir, images, per_case, result, self.class_names)
         return result
 
-    def _finish_case(self, case: int, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Score one stitched case at the source resolution and write its prediction; returns `metrics.dice_counts`."""
-        volume, options = self.eval_volumes[case], self.config.eval
-        prediction = scores.argmax(-1).astype(np.uint8)
-        if options.resize == "scores":  # as the reference: resize the averaged scores, then argmax
-            at_source = resample.resized_argmax(scores, volume.geometry.canonical_shape)
-        else:
-            at_source = nifti.resize(prediction, volume.geometry.canonical_shape, order=0)
-        if options.largest_component:
-            prediction, at_source = metrics.keep_largest_component(prediction), metrics.keep_largest_component(at_source)
-        counts = metrics.dice_counts(at_source, volume.label_at_source_resolution(), len(self.class_names))
+    def _finish_case(self, case: int, stitched: window_eval.StitchedCase) -> tuple[np.ndarray, np.ndarray]:
+        """Score one finished case on the source grid and write its prediction; returns `metrics.dice_counts`."""
+        volume = self.eval_volumes[case]
+        counts = metrics.dice_counts(stitched.at_source, volume.label_at_source_resolution(), len(self.class_names))
         dice = metrics.dice_from_counts(*counts)
         if self._writes_predictions:
             folder = os.path.join(self.output_dir, "predictions")
             name = outputs.case_name(self.eval_cases[case].image)
             figure_slices = self.config.eval.figure_slices
-            outputs.write_case_prediction(folder, name, volume, prediction, at_source, dice, self.class_names, figure_slices)
+            outputs.write_case_prediction(folder, name, volume, stitched.labels, stitched.at_source, dice, self.class_names, figure_slices)
         return counts
 
     @property
@@ -186,7 +139,7 @@ class SegmentationTask(FinetuneTask):
         return self.writes_outputs and self.config.eval.write_predictions
 
 
-EVAL_OPTIONS = {"average": ("probabilities", "logits"), "resize": ("labels", "scores"), "dice": ("per_case", "pooled")}
+EVAL_OPTIONS = {"average": window_eval.AVERAGES, "resize": window_eval.RESIZES, "dice": ("per_case", "pooled")}
 
 
 def check_eval_options(eval_config: ml_collections.ConfigDict) -> None:

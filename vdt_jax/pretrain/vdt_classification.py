@@ -73,6 +73,9 @@ class VDTClassificationTask(Task):
     def eval_metrics(self, outputs, batch):
         return losses.classification_eval_sums(outputs, batch["label"], batch["mask"])
 
+    def card_fields(self) -> dict[str, Any]:
+        return card_fields(self.config, self.info.class_names or None, self.info.num_classes)
+
     def initial_variables(self, template: dict[str, Any]) -> dict[str, Any] | None:
         """Start from `config.init_from` (a vdt-jax run or a .pth/.safetensors file) when set; logs what loaded."""
         if not self.config.init_from:
@@ -83,3 +86,27 @@ class VDTClassificationTask(Task):
         if jax.process_index() == 0:
             print(report.summary(), flush=True)
         return variables
+
+
+def card_fields(config: ml_collections.ConfigDict, class_names: tuple[str, ...] | None, num_classes: int) -> dict[str, Any]:
+    """The model card fields of a VDT pre-training run (`vdt_jax.model_card`)."""
+    from vdt_jax import model_card
+    from vdt_jax.weights import monai_code
+
+    size = int(config.data.image_size)
+    return {
+        "task": "vdt_pretraining",
+        "architecture": model_card.architecture(config.model, network="ResNet3D", in_channels=1, num_classes=num_classes),
+        "class_names": list(class_names) if class_names else None,
+        "preprocessing": {
+            "input": f"an RGB image ({size}x{size} crops in training) read as a one-channel volume of 3 depth slices",
+            "layout": f"(N, 3, {size}, {size}, 1) in vdt-jax; (N, 1, 3, {size}, {size}) in PyTorch",
+            "slice_order": "random per example in training (the VDT), R, G, B at evaluation",
+            "mean_std": [float(config.vdt.mean), float(config.vdt.std)],
+            "dataset": config.data.name,
+        },
+        "pytorch": {
+            "export_command": "python -m vdt_jax.export --workdir=<workdir> --out=model.pth",
+            "code": monai_code.monai_code_for(config.model, num_classes=num_classes, in_channels=1),
+        },
+    }

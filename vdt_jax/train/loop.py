@@ -144,12 +144,14 @@ def _train(state, task, train_iter, ckpt, reporter, config, run, step_rng, lr_sc
         if (step % run.eval_every == 0 or last) and not preempted:
             eval_metrics = task.evaluate(state, mesh)
             reporter.eval(step, eval_metrics)
+            reporter.model_card(step, task.card_fields(), state_lib.count_params(state.params))
             reporter.start(step)
         if ckpt.should_save(step) or last or preempted:
             if previous is not None:
                 window.append(_check_finite(previous, step, ckpt))
                 previous = None
-            ckpt.save(step, state, train_iter, config, force=last or preempted)
+            if ckpt.save(step, state, train_iter, config, force=last or preempted):
+                reporter.model_card(step, task.card_fields(), state_lib.count_params(state.params))
         if preempted and not last:
             ckpt.wait()
             stop = preemption.Preempted(step, ckpt.directory)

@@ -1,4 +1,9 @@
-"""Progress lines, JSON-lines metrics and TensorBoard events (process 0 only), in a local or gs:// workdir."""
+"""Progress lines, JSON-lines metrics, TensorBoard events, curves.png and model_card.json (process 0 only).
+
+The workdir may be local or gs://: every file goes through `vdt_jax.storage`
+or `vdt_jax.atomic` (curves.png and model_card.json are written locally, then
+uploaded whole).
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,8 @@ from typing import Any, Mapping
 
 import jax
 
-from vdt_jax import storage
+from vdt_jax import model_card, storage
+from vdt_jax.train import curves
 
 
 def print_once(line: str) -> None:
@@ -27,7 +33,7 @@ def format_duration(seconds: float) -> str:
 
 
 class Reporter:
-    """Writes `metrics.jsonl` and TensorBoard events in the workdir and prints progress.
+    """Writes `metrics.jsonl`, TensorBoard events, `curves.png` and `model_card.json` in the workdir; prints progress.
 
     Train lines read: step, loss, learning rate, images/s and ETA. Only
     process 0 writes or prints, so multi-host runs log once.
@@ -37,7 +43,9 @@ class Reporter:
         self.enabled = jax.process_index() == 0 if enabled is None else enabled
         self.total_steps = total_steps
         self.global_batch = global_batch
+        self.workdir = workdir
         self.metrics_path = os.path.join(workdir, "metrics.jsonl")
+        self.last_evaluation: tuple[int, Mapping[str, float]] | None = None
         self._writer = None
         self._window_start: tuple[float, int] | None = None
         if self.enabled:
@@ -65,8 +73,18 @@ class Reporter:
 
     def eval(self, step: int, metrics: Mapping[str, float]) -> None:
         self._write("eval", step, metrics)
+        self.last_evaluation = (step, metrics)
+        if self.enabled:
+            curves.write_curves(self.metrics_path, os.path.join(self.workdir, "curves.png"))
         shown = " | ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items())
         self.print(f"eval @ step {step}: {shown}")
+
+    def model_card(self, step: int, fields: Mapping[str, Any] | None, num_parameters: int) -> None:
+        """Rewrite model_card.json for `step` with the task's `fields` and this run's latest evaluation."""
+        if self.enabled and fields is not None:
+            model_card.write_run_card(
+                self.workdir, fields, step=step, evaluation=self.last_evaluation, num_parameters=num_parameters
+            )
 
     def print(self, line: str) -> None:
         if self.enabled:

@@ -76,6 +76,14 @@ class Task(abc.ABC):
         """Pytree of bools (False = frozen) for the optimizer, or None to train everything."""
         return None
 
+    def card_fields(self) -> dict[str, Any] | None:
+        """The model card's task, architecture, class_names, preprocessing and pytorch fields (`vdt_jax.model_card`).
+
+        The loop writes them, with the step and the latest evaluation, to the
+        workdir's model_card.json at each evaluation and checkpoint; None writes no card.
+        """
+        return None
+
     def eval_outputs(self, state: Any, mesh: Mesh) -> Iterator[HostBatch]:
         """`eval_metrics` of every eval batch, fetched to the host (replicated, so every process sees all rows)."""
         from vdt_jax.train.step import jit_eval_step

@@ -10,6 +10,8 @@
   monai_code.py  the MONAI code that rebuilds an exported model
   p3d_keys.py    P3D / MP3D variables <-> the P3D reference's keys (mp3d, mmcls styles);
                  `load.py` takes its names whenever the model is a pseudo-3D network
+  unet_keys.py   the whole-UNet export: its keys and the code that rebuilds it
+  torch_unet.py  `TorchUNet3D`, the UNet in plain PyTorch (imports torch: the `torch` extra)
 
 The command line is `python -m vdt_jax.export`.
 """

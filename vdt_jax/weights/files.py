@@ -61,7 +61,8 @@ def write_state_dict(
         atomic_write(path, lambda tmp: save_file(arrays, tmp, metadata={"format": "pt", **(metadata or {})}))
     elif suffix in TORCH_EXTENSIONS:
         torch = _import_torch(f"writing {path}")
-        tensors = {key: torch.from_numpy(value) for key, value in arrays.items()}
+        # Restored checkpoint arrays are read-only; torch.from_numpy warns about those, so copy them.
+        tensors = {key: torch.from_numpy(value if value.flags.writeable else value.copy()) for key, value in arrays.items()}
         atomic_write(path, lambda tmp: torch.save(tensors, tmp))
     else:
         raise WeightConversionError(

@@ -82,3 +82,35 @@ def _monai_load_lines(path: str, keys: str) -> list[str]:
     elif keys == "mmcls":
         lines.append("state = {k.removeprefix('backbone.').replace('head.fc.', 'fc.'): v for k, v in state.items()}")
     return lines + ["model.load_state_dict(state, strict=True)", "model.eval()"]
+
+
+def monai_code_for(
+    model_config,
+    *,
+    num_classes: int | None,
+    in_channels: int,
+    stem_kernel: int | tuple[int, int, int] = 7,
+    downsample_bias: bool = False,
+    keys: str = "plain",
+    path: str = "model.pth",
+) -> str:
+    """`monai_code` for the ResNet a `model` config describes, or "(none: why)" when MONAI has no such network."""
+    if "arch" in model_config and model_config.arch != "resnet3d":
+        return f"(none: MONAI has no pseudo-3D network such as {model_config.arch}; see vdt_jax.weights.p3d_keys)\n"
+    try:
+        return monai_code(
+            int(model_config.depth),
+            num_classes=num_classes,
+            in_channels=int(in_channels),
+            stem_kernel=stem_kernel,
+            stem_stride=bool(model_config.stem_stride),
+            depth_stride=bool(model_config.depth_stride),
+            stage_strides=tuple(model_config.stage_strides),
+            widths=tuple(model_config.widths),
+            norm=model_config.norm,
+            downsample_bias=downsample_bias,
+            keys=keys,
+            path=path,
+        )
+    except ValueError as error:
+        return f"(none: {error})\n"

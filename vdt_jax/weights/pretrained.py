@@ -48,7 +48,7 @@ COLLECTIONS = ("params", "batch_stats")
 
 
 def initial_variables(
-    init_from: str, template: Mapping[str, Any], *, in_channels_reduce: str = "sum"
+    init_from: str, template: Mapping[str, Any], *, in_channels_reduce: str = "sum", model_config: Any = None
 ) -> tuple[dict[str, Any], LoadReport]:
     """The template's variables with the backbone (and matching classifier) taken from `init_from`.
 
@@ -60,6 +60,10 @@ def initial_variables(
         classifier) or a `UNet3D` (backbone under "encoder").
       in_channels_reduce: "sum" or "mean", how a first conv with a different
         number of input channels is adapted.
+      model_config: the target's `model` config; when given and the source has a
+        model card (a workdir's model_card.json, `<file>.json` beside a weight
+        file), a backbone of another depth, width or norm is refused at once,
+        naming both, and the differences that are adapted are reported.
 
     Returns:
       (variables shaped exactly like `template`, as numpy; the report).
@@ -69,6 +73,7 @@ def initial_variables(
       ValueError: it is neither a checkpoint folder nor a weight file, or the
         weights do not fit (keys.WeightConversionError, listing why).
     """
+    notes = check_source_card(init_from, model_config) if model_config is not None else {}
     state_dict, source = _read_source(init_from)
     target = (BACKBONE_KEY,) if BACKBONE_KEY in template["params"] else ()
     backbone = _subtree(template, target)
@@ -78,12 +83,65 @@ def initial_variables(
         backbone = _without(backbone, CLASSIFIER)
     loaded, report = from_torch_state_dict(state_dict, backbone, in_channels_reduction=in_channels_reduce, source=source)
     report.target = "/".join(target)
+    report.adapted.update(notes)
     if dropped_classifier:
         report.new[CLASSIFIER] = "the source has no classifier"
     for name in template["params"]:
         if target and name != target[0]:
             report.new[name] = "not in the source (decoder / head)"
     return _graft(template, target, loaded), report
+
+
+# Backbone fields whose difference changes the weights' shapes or meaning; the rest (strides, input channels,
+# classes, conv implementation, dtype) load as they are or are adapted.
+STRUCTURAL_FIELDS = ("depth", "widths", "norm")
+
+
+def check_source_card(init_from: str, model_config: Any) -> dict[str, str]:
+    """Compare the source's model card with the target's model config.
+
+    Returns:
+      {"(model card)": what differs but is adapted}, or {} (no card, or nothing differs).
+
+    Raises:
+      ModelCardError: the card's backbone has another depth, widths or norm.
+    """
+    from vdt_jax import model_card
+
+    found = _find_card(os.path.abspath(os.path.expanduser(init_from)))
+    if found is None:
+        return {}
+    path, card = found
+    source = card.get("architecture") or {}
+    target = model_card.plain(model_config.to_dict() if hasattr(model_config, "to_dict") else dict(model_config))
+    differing = [f for f in sorted(set(source) & set(target) - {"in_channels", "num_classes"}) if source[f] != target[f]]
+    structural = [f for f in differing if f in STRUCTURAL_FIELDS]
+    if structural:
+        listed = ", ".join(f"model.{f}: {source[f]} in the card, {target[f]} here" for f in structural)
+        raise model_card.ModelCardError(
+            f"init_from={init_from}: its model card {path} describes another backbone ({listed}). "
+            "Set these model fields to match the card, or start from other weights."
+        )
+    adapted = [f"{f} {source[f]} -> {target[f]}" for f in differing]
+    step = (card.get("source") or {}).get("step")
+    note = f"{card.get('task', 'a')} run" + (f", step {step}" if step is not None else "")
+    return {"(model card)": f"{path} ({note})" + (f"; differs, weights used as they are: {', '.join(adapted)}" if adapted else "")}
+
+
+def _find_card(path: str) -> tuple[str, dict[str, Any]] | None:
+    """The model card of a weight file, a workdir, its checkpoints/ folder or a step folder."""
+    from vdt_jax import model_card
+
+    candidates = [path]
+    if os.path.basename(path).isdigit():  # a step folder
+        path = os.path.dirname(path)
+    if os.path.basename(path) == "checkpoints":
+        candidates.append(os.path.dirname(path))
+    for candidate in candidates:
+        found = model_card.find_card(candidate)
+        if found is not None:
+            return found
+    return None
 
 
 def trainable_mask(params: Mapping[str, Any], freeze: tuple[str, ...], backbone: tuple[str, ...] = ()) -> Any:
