@@ -240,24 +240,31 @@ def test_unet_encoder_and_frozen_stem_of_a_p3d(tmp_path):
 
 
 
-def test_export_routes_by_the_checkpoints_arch(tmp_path, monkeypatch):
+def test_export_plans_pseudo_3d_runs_with_the_reference_keys():
     from configs import default
-    from vdt_jax import checkpointing, export
+    from vdt_jax import export
 
     config = default.get_config()
     config.model.arch, config.model.widths = "mp3d", (8, 8, 8, 8)
     variables = fakes.random_variables(p3d("mp3d", "63", num_classes=4, widths=(8,) * 4), (1, 3, 16, 16, 1))
-    monkeypatch.setattr(checkpointing, "load_variables", lambda path, step: (variables, config))
-    result = export.export(str(tmp_path), str(tmp_path / "mp3d.safetensors"), keys="mmcls")
-    state = files.read_state_dict(tmp_path / "mp3d.safetensors")
-    assert set(state) == set(p3d_keys.to_torch_state_dict(variables, keys="mmcls"))  # safetensors sorts keys
-    assert {"backbone.conv1_custom.weight", "backbone.layer4.2.conv4.weight", "head.fc.bias"} <= set(state)
+
+    def plan(keys="mmcls", **options):
+        return export.plan_export(
+            variables, config, keys=keys, out="mp3d.safetensors", **{"backbone_only": False, "downsample_bias": False, **options}
+        )
+
+    result = plan()
+    assert set(result.state) == set(p3d_keys.to_torch_state_dict(variables, keys="mmcls"))
+    assert {"backbone.conv1_custom.weight", "backbone.layer4.2.conv4.weight", "head.fc.bias"} <= set(result.state)
     assert result.num_classes == 4 and "MONAI has no pseudo-3D network" in result.code
+    assert "fc" not in str(plan(keys="mp3d", backbone_only=True).state.keys()) and plan(backbone_only=True).num_classes is None
     with pytest.raises(UserError, match="--downsample_bias is for MONAI's ResNet"):
-        export.export(str(tmp_path), str(tmp_path / "b.safetensors"), keys="mp3d", downsample_bias=True)
-    config.model.arch = "resnet3d"  # a ResNet workdir cannot be written with the P3D reference's keys
+        plan(keys="mp3d", downsample_bias=True)
+    with pytest.raises(UserError, match="key style 'monai' cannot express a P3D / MP3D network"):
+        plan(keys="monai")
+    config.model.arch = "resnet3d"  # a ResNet run cannot be written with the P3D reference's keys
     with pytest.raises(UserError, match=r"--keys=mp3d is for P3D / MP3D networks; .* holds a 3D ResNet"):
-        export.export(str(tmp_path), str(tmp_path / "r.safetensors"), keys="mp3d")
+        plan(keys="mp3d")
 
 
 # ------------------------------------------------------------ the command lines
