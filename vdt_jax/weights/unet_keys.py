@@ -42,6 +42,9 @@ SUPPORTED_MODEL_FIELDS = frozenset(
     {"depth", "widths", "stem_stride", "depth_stride", "stage_strides", "norm", "conv_impl", "dtype", "bn_group_size", "bn_momentum",
      "head_init_std"}
 )
+# Fields TorchUNet3D honours only at these values (the 3D ResNet encoder with type-B shortcuts);
+# p3d_variant means something only for a pseudo-3D arch.
+DEFAULT_ONLY_MODEL_FIELDS = {"arch": "resnet3d", "shortcut_type": "B", "force_downsample": False, "p3d_variant": None}
 
 
 def is_unet(params: Mapping[str, Any]) -> bool:
@@ -78,8 +81,13 @@ def _top_order(top: str) -> int | None:
 
 def check_supported(model_config: Any) -> None:
     """Refuse a `model` config with fields TorchUNet3D does not implement (so no export can silently differ)."""
-    fields = set(model_config.to_dict() if hasattr(model_config, "to_dict") else model_config)
-    unsupported = sorted(fields - SUPPORTED_MODEL_FIELDS)
+    values = dict(model_config.to_dict() if hasattr(model_config, "to_dict") else model_config)
+    unsupported = sorted(
+        name
+        for name, value in values.items()
+        if name not in SUPPORTED_MODEL_FIELDS
+        and not (name in DEFAULT_ONLY_MODEL_FIELDS and DEFAULT_ONLY_MODEL_FIELDS[name] in (None, value))
+    )
     if unsupported:
         raise WeightConversionError(
             f"the PyTorch reference UNet (vdt_jax/weights/torch_unet.py) does not implement model."
