@@ -27,14 +27,12 @@ Importing goes through `vdt_jax.weights.load`, which takes the names from
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Mapping
 
 import numpy as np
 
 from vdt_jax.errors import UserError
-from vdt_jax.weights.files import write_state_dict
 from vdt_jax.weights.keys import (
     Entry,
     WeightConversionError,
@@ -142,24 +140,6 @@ def check_key_style(keys: str, downsample_bias: bool = False) -> None:
         )
     if downsample_bias:
         raise UserError("--downsample_bias is for MONAI's ResNet; a P3D / MP3D export has no use for it")
-
-
-def export_torch_weights(
-    variables: Mapping,
-    path: str | os.PathLike,
-    *,
-    keys: str = "mp3d",
-    backbone_only: bool = False,
-    downsample_bias: bool = False,
-) -> dict[str, np.ndarray]:
-    """Convert with `to_torch_state_dict` and write `path` (.safetensors or .pth); returns the state dict.
-
-    `downsample_bias` (a MONAI ResNet option) is refused, as are key styles other than KEY_STYLES.
-    """
-    check_key_style(keys, downsample_bias)
-    state = to_torch_state_dict(variables, keys=keys, backbone_only=backbone_only)
-    write_state_dict(state, path, metadata={"producer": "vdt-jax", "keys": keys})
-    return state
 
 
 def architecture(keys: list[str]) -> str:
