@@ -11,11 +11,13 @@ Implementations (`Conv3D.impl`, the config's `model.conv_impl`):
                 on GPU, the MXU on TPU.
   "depth_taps": 2D convolutions over the (output depth, kernel tap) pairs
                 that read real input slices, with a hand-written weight
-                gradient (see `conv2d`). XLA:CPU runs 2D convolutions much
-                faster than 3D ones, and VDT volumes have depth 3, where a
-                3x3x3 convolution has only 7 of its 9 (depth, tap) pairs inside
-                the volume. About 4-5x the "conv3d" train step on CPU (README,
-                "Speed"); `tests/test_conv.py` checks its gradients against "conv3d".
+                gradient (see `conv2d`), or as one matrix product over
+                patches where the output map is small (`spatial_conv2d`).
+                XLA:CPU runs 2D convolutions much faster than 3D ones, and VDT
+                volumes have depth 3, where a 3x3x3 convolution has only 7 of
+                its 9 (depth, tap) pairs inside the volume. About 4-5x the
+                "conv3d" train step on CPU (README, "Speed");
+                `tests/test_conv.py` checks its gradients against "conv3d".
   "auto":       "depth_taps" when the default backend is a CPU, else "conv3d"
                 (the configs' default).
 
@@ -120,6 +122,21 @@ def _conv2d_backward(strides, padding, residuals, dy):
 conv2d.defvjp(_conv2d_forward, _conv2d_backward)
 
 
+def _output_size(x: jax.Array, kernel_hw, strides, padding) -> tuple[int, int]:
+    """(Ho, Wo) of a 2D convolution of NHWC x."""
+    sizes = zip(x.shape[1:3], kernel_hw, strides, padding)
+    return tuple((size + 2 * p - k) // s + 1 for size, k, s, p in sizes)  # type: ignore[return-value]
+
+
+def _shifted_views(x: jax.Array, kernel_hw, strides, padding) -> list[jax.Array]:
+    """The kH*kW views x_padded[:, h*s + i, w*s + j, :] (i, j over the kernel), each (N, Ho, Wo, C)."""
+    (kh, kw), (sh, sw), (ph, pw) = kernel_hw, strides, padding
+    ho, wo = _output_size(x, kernel_hw, strides, padding)
+    xp = jnp.pad(x, [(0, 0), (ph, ph), (pw, pw), (0, 0)]) if ph or pw else x
+    limit = lambda i, j: (xp.shape[0], i + sh * (ho - 1) + 1, j + sw * (wo - 1) + 1, xp.shape[3])  # noqa: E731
+    return [jax.lax.slice(xp, (0, i, j, 0), limit(i, j), (1, sh, sw, 1)) for i in range(kh) for j in range(kw)]
+
+
 def _weight_gradient(x: jax.Array, dy: jax.Array, kernel_shape, strides, padding) -> jax.Array:
     """dL/dkernel[i, j] = sum over (n, h, w) of x_padded[n, h*s + i, w*s + j, :] outer dy[n, h, w, :].
 
@@ -128,13 +145,7 @@ def _weight_gradient(x: jax.Array, dy: jax.Array, kernel_shape, strides, padding
     shift is its own product, which avoids a kH*kW-times larger copy of x.
     """
     kh, kw, cin, cout = kernel_shape
-    (sh, sw), (ph, pw) = strides, padding
-    ho, wo = dy.shape[1:3]
-    xp = jnp.pad(x, [(0, 0), (ph, ph), (pw, pw), (0, 0)])
-    limit = lambda i, j: (xp.shape[0], i + sh * (ho - 1) + 1, j + sw * (wo - 1) + 1, cin)  # noqa: E731
-    shifted = [
-        jax.lax.slice(xp, (0, i, j, 0), limit(i, j), (1, sh, sw, 1)) for i in range(kh) for j in range(kw)
-    ]
+    shifted = _shifted_views(x, (kh, kw), strides, padding)
     rows = dy.reshape(-1, cout)
     if cin < 16:
         patches = jnp.concatenate(shifted, axis=-1).reshape(rows.shape[0], kh * kw * cin)
@@ -142,6 +153,36 @@ def _weight_gradient(x: jax.Array, dy: jax.Array, kernel_shape, strides, padding
         return grad.reshape(kh, kw, cin, cout)
     grads = [jnp.dot(s.reshape(-1, cin).T, rows, preferred_element_type=jnp.float32) for s in shifted]
     return jnp.stack(grads).reshape(kh, kw, cin, cout)
+
+
+def conv2d_as_matmul(x: jax.Array, kernel: jax.Array, strides: Sequence[int], padding: Sequence[int]) -> jax.Array:
+    """The same 2D convolution as one matrix product over (kH * kW * in)-long patches.
+
+    XLA:CPU's convolutions are slow on small feature maps: at 2x2 outputs from
+    384 channels (the last stage of the demo network) the forward pass ran at
+    about 5 GFLOP/s, and strided convolutions' input gradients were slow at any
+    size below 8x8. There the patch matrix is small, so copying the input
+    kH * kW times costs little, and both gradients are matrix products too.
+    """
+    kh, kw, cin, cout = kernel.shape
+    shifted = _shifted_views(x, (kh, kw), strides, padding)
+    patches = shifted[0] if len(shifted) == 1 else jnp.concatenate(shifted, axis=-1)
+    n, ho, wo, _ = patches.shape
+    y = jnp.dot(patches.reshape(n * ho * wo, kh * kw * cin), kernel.reshape(kh * kw * cin, cout))
+    return y.reshape(n, ho, wo, cout)
+
+
+# Output maps with at most this many positions (8x8) are computed as a matrix
+# product (`conv2d_as_matmul`), larger ones by XLA's convolution (`conv2d`).
+MATMUL_MAX_POSITIONS = 64
+
+
+def spatial_conv2d(x: jax.Array, kernel: jax.Array, strides: Sequence[int], padding: Sequence[int]) -> jax.Array:
+    """A 2D convolution by whichever lowering XLA:CPU runs faster at this size."""
+    ho, wo = _output_size(x, kernel.shape[:2], strides, padding)
+    if ho * wo <= MATMUL_MAX_POSITIONS:
+        return conv2d_as_matmul(x, kernel, strides, padding)
+    return conv2d(x, kernel, tuple(strides), tuple(padding))
 
 
 # --- the 3D convolution from 2D convolutions ------------------------------------
@@ -177,7 +218,7 @@ def _group_conv(x: jax.Array, kernel: jax.Array, strides: Triple, padding: Tripl
     n, _, height, width, cin = x.shape
     stride_d, pad_d = strides[0], padding[0]
     if n_taps == 0:
-        out_hw = [(size + 2 * p - k) // s + 1 for size, k, s, p in zip((height, width), kernel.shape[1:3], strides[1:], padding[1:])]
+        out_hw = _output_size(x[:, 0], kernel.shape[1:3], strides[1:], padding[1:])
         return jnp.zeros((n, count, *out_hw, kernel.shape[-1]), x.dtype)
     columns = []
     for t in range(t0, t0 + n_taps):
@@ -185,7 +226,7 @@ def _group_conv(x: jax.Array, kernel: jax.Array, strides: Triple, padding: Tripl
         columns.append(x[:, start : start + (count - 1) * stride_d + 1 : stride_d])
     stacked = columns[0] if n_taps == 1 else jnp.concatenate(columns, axis=-1)
     group_kernel = jnp.moveaxis(kernel[t0 : t0 + n_taps], 0, 2).reshape(*kernel.shape[1:3], n_taps * cin, -1)
-    y = conv2d(stacked.reshape(n * count, height, width, n_taps * cin), group_kernel, strides[1:], padding[1:])
+    y = spatial_conv2d(stacked.reshape(n * count, height, width, n_taps * cin), group_kernel, strides[1:], padding[1:])
     return y.reshape(n, count, *y.shape[1:])
 
 
@@ -199,7 +240,7 @@ def _depth_as_channels(x: jax.Array, kernel: jax.Array, strides: Triple, padding
     big = kernel[jnp.array(taps_used)]  # (depth, out_depth, kh, kw, cin, cout)
     big = big.transpose(2, 3, 0, 4, 1, 5).reshape(kh, kw, depth * cin, out_depth * cout)
     folded = jnp.moveaxis(x, 1, 3).reshape(n, height, width, depth * cin)
-    y = conv2d(folded, big, strides[1:], padding[1:])
+    y = spatial_conv2d(folded, big, strides[1:], padding[1:])
     return jnp.moveaxis(y.reshape(*y.shape[:3], out_depth, cout), 3, 1)
 
 

@@ -46,6 +46,7 @@ from flax import linen as nn
 
 from vdt_jax.errors import UserError
 from vdt_jax.models.conv import Conv3D
+from vdt_jax.models.pooling import max_pool3d
 from vdt_jax.models.resnet3d import stage_norms
 
 ModuleDef = Any
@@ -186,7 +187,7 @@ class P3D(nn.Module):
         x = nn.relu(norm["stem"](name="norm1")(x))
         features = {"stem": x}
         pool_depth = 1 if self.depth_pooling else 3
-        x = nn.max_pool(x, (pool_depth, 3, 3), strides=(1, 2, 2), padding=((pool_depth // 2,) * 2, (1, 1), (1, 1)))
+        x = max_pool3d(x, (pool_depth, 3, 3), (1, 2, 2), ((pool_depth // 2,) * 2, (1, 1), (1, 1)))
         index = 0
         for stage, (num_blocks, width) in enumerate(zip(self.stage_sizes, self.widths)):
             for i in range(num_blocks):
@@ -197,7 +198,7 @@ class P3D(nn.Module):
                 index += 1
             if self.depth_pooling and stage < len(DEPTH_POOLS):
                 window, stride, pad = DEPTH_POOLS[stage]
-                x = nn.max_pool(x, (window, 1, 1), strides=(stride, 1, 1), padding=((pad, pad), (0, 0), (0, 0)))
+                x = max_pool3d(x, (window, 1, 1), (stride, 1, 1), ((pad, pad), (0, 0), (0, 0)))
             features[f"layer{stage + 1}"] = x
         if self.num_classes is None:
             return features

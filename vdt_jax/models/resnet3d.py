@@ -22,6 +22,7 @@ from flax import linen as nn
 from vdt_jax.errors import ConfigError
 from vdt_jax.models.conv import Conv3D
 from vdt_jax.models.norms import GroupedBatchNorm
+from vdt_jax.models.pooling import max_pool3d
 
 ModuleDef = Any
 NORMS = ("batch", "group")
@@ -150,7 +151,7 @@ class ResNet3D(nn.Module):
         x = conv(self.widths[0], self.stem_kernel, self._stride(2 if self.stem_stride else 1), name="conv1")(x)
         x = nn.relu(norm["stem"](name="bn1")(x))
         features["stem"] = x
-        x = nn.max_pool(x, (3, 3, 3), strides=self._stride(2), padding=((1, 1),) * 3)
+        x = max_pool3d(x, (3, 3, 3), self._stride(2), ((1, 1),) * 3)
         for stage, (num_blocks, width) in enumerate(zip(self.stage_sizes, self.widths)):
             for i in range(num_blocks):
                 strides = self._stride(self.stage_strides[stage]) if i == 0 else (1, 1, 1)
