@@ -37,6 +37,7 @@ from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import linen as nn
 
 from vdt_jax.errors import ConfigError
@@ -187,6 +188,13 @@ def spatial_conv2d(x: jax.Array, kernel: jax.Array, strides: Sequence[int], padd
 
 # --- the 3D convolution from 2D convolutions ------------------------------------
 
+# Inputs of at most this many channels times depth (depth 3 and 32 channels:
+# the demo network's first two stages) fold depth into channels, one 2D
+# convolution with zeros for the 2 of 9 (depth, tap) pairs outside the volume,
+# which XLA:CPU runs faster than three narrow ones; wider or deeper inputs keep
+# one convolution per tap group (folding multiplies work by the depth).
+FOLD_MAX_CHANNELS = 96
+
 
 def _tap_groups(depth: int, taps: int, stride: int, pad: int) -> list[tuple[int, int, int, int]]:
     """Runs of output depths that read the same taps: (first output, count, first tap, tap count)."""
@@ -206,7 +214,8 @@ def depth_taps_conv3d(x: jax.Array, kernel: jax.Array, strides: Triple, padding:
     """The same convolution as `conv3d`, from 2D convolutions over valid (depth, tap) pairs."""
     depth, taps = x.shape[1], kernel.shape[0]
     groups = _tap_groups(depth, taps, strides[0], padding[0])
-    if len(groups) > 1 and all(count == 1 and n_taps == depth for _, count, _, n_taps in groups):
+    reads_all = all(count == 1 and n_taps == depth for _, count, _, n_taps in groups)
+    if len(groups) > 1 and (reads_all or depth * x.shape[-1] <= FOLD_MAX_CHANNELS):
         return _depth_as_channels(x, kernel, strides, padding)
     outputs = [_group_conv(x, kernel, strides, padding, group) for group in groups]
     return outputs[0] if len(outputs) == 1 else jnp.concatenate(outputs, axis=1)
@@ -231,13 +240,15 @@ def _group_conv(x: jax.Array, kernel: jax.Array, strides: Triple, padding: Tripl
 
 
 def _depth_as_channels(x: jax.Array, kernel: jax.Array, strides: Triple, padding: Triple) -> jax.Array:
-    """Every output depth reads every input depth: one 2D conv from D*in to D_out*out channels."""
+    """One 2D conv from D*in to D_out*out channels; (input, output) depth pairs no tap joins get zeros."""
     n, depth, height, width, cin = x.shape
     taps, kh, kw, _, cout = kernel.shape
     out_depth = (depth + 2 * padding[0] - taps) // strides[0] + 1
-    # big[i, o] = kernel[tap that output depth o applies to input depth i]
-    taps_used = [[i - o * strides[0] + padding[0] for o in range(out_depth)] for i in range(depth)]
-    big = kernel[jnp.array(taps_used)]  # (depth, out_depth, kh, kw, cin, cout)
+    # big[i, o] = kernel[tap that output depth o applies to input depth i], zero where no tap does
+    taps_used = np.array([[i - o * strides[0] + padding[0] for o in range(out_depth)] for i in range(depth)])
+    big = kernel[np.clip(taps_used, 0, taps - 1)]  # (depth, out_depth, kh, kw, cin, cout)
+    if not ((taps_used >= 0) & (taps_used < taps)).all():
+        big = jnp.where(((taps_used >= 0) & (taps_used < taps))[:, :, None, None, None, None], big, 0)
     big = big.transpose(2, 3, 0, 4, 1, 5).reshape(kh, kw, depth * cin, out_depth * cout)
     folded = jnp.moveaxis(x, 1, 3).reshape(n, height, width, depth * cin)
     y = spatial_conv2d(folded, big, strides[1:], padding[1:])
