@@ -26,8 +26,10 @@ kernel taps form a group (at depth 3 with a 3x3x3 kernel: {0}, {1}, {2}); for
 a group, the input slices its taps read are stacked on the channel axis and
 one 2D convolution with the matching (kH, kW, taps * in, out) kernel computes
 all of its output depths. When every output depth reads every input depth (the
-7x7x7 stem on 3 slices), depth is folded into the channels instead: one 2D
-convolution from (H, W, D * in) to (H, W, D_out * out).
+7x7x7 stem on 3 slices), or the input is narrow (depth x channels <= 96, the
+demo network's first stages), depth is folded into the channels instead: one
+2D convolution from (H, W, D * in) to (H, W, D_out * out), its kernel zero
+where an (input, output) depth pair has no tap.
 """
 
 from __future__ import annotations
