@@ -237,7 +237,8 @@ def _group_conv(x: jax.Array, kernel: jax.Array, strides: Triple, padding: Tripl
         columns.append(x[:, start : start + (count - 1) * stride_d + 1 : stride_d])
     stacked = columns[0] if n_taps == 1 else jnp.concatenate(columns, axis=-1)
     group_kernel = jnp.moveaxis(kernel[t0 : t0 + n_taps], 0, 2).reshape(*kernel.shape[1:3], n_taps * cin, -1)
-    y = spatial_conv2d(stacked.reshape(n * count, height, width, n_taps * cin), group_kernel, strides[1:], padding[1:])
+    stacked = stacked.reshape(n * count, height, width, n_taps * cin)
+    y = spatial_conv2d(stacked, group_kernel, strides[1:], padding[1:])
     return y.reshape(n, count, *y.shape[1:])
 
 
@@ -248,9 +249,10 @@ def _depth_as_channels(x: jax.Array, kernel: jax.Array, strides: Triple, padding
     out_depth = (depth + 2 * padding[0] - taps) // strides[0] + 1
     # big[i, o] = kernel[tap that output depth o applies to input depth i], zero where no tap does
     taps_used = np.array([[i - o * strides[0] + padding[0] for o in range(out_depth)] for i in range(depth)])
+    valid = (taps_used >= 0) & (taps_used < taps)
     big = kernel[np.clip(taps_used, 0, taps - 1)]  # (depth, out_depth, kh, kw, cin, cout)
-    if not ((taps_used >= 0) & (taps_used < taps)).all():
-        big = jnp.where(((taps_used >= 0) & (taps_used < taps))[:, :, None, None, None, None], big, 0)
+    if not valid.all():
+        big = jnp.where(valid[:, :, None, None, None, None], big, 0)
     big = big.transpose(2, 3, 0, 4, 1, 5).reshape(kh, kw, depth * cin, out_depth * cout)
     folded = jnp.moveaxis(x, 1, 3).reshape(n, height, width, depth * cin)
     y = spatial_conv2d(folded, big, strides[1:], padding[1:])
