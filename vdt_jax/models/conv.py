@@ -125,16 +125,16 @@ def _conv2d_backward(strides, padding, residuals, dy):
 conv2d.defvjp(_conv2d_forward, _conv2d_backward)
 
 
-def _output_size(x: jax.Array, kernel_hw, strides, padding) -> tuple[int, int]:
-    """(Ho, Wo) of a 2D convolution of NHWC x."""
-    sizes = zip(x.shape[1:3], kernel_hw, strides, padding)
+def _output_size(hw, kernel_hw, strides, padding) -> tuple[int, int]:
+    """(Ho, Wo) of a 2D convolution of an (H, W) map."""
+    sizes = zip(hw, kernel_hw, strides, padding)
     return tuple((size + 2 * p - k) // s + 1 for size, k, s, p in sizes)  # type: ignore[return-value]
 
 
 def _shifted_views(x: jax.Array, kernel_hw, strides, padding) -> list[jax.Array]:
     """The kH*kW views x_padded[:, h*s + i, w*s + j, :] (i, j over the kernel), each (N, Ho, Wo, C)."""
     (kh, kw), (sh, sw), (ph, pw) = kernel_hw, strides, padding
-    ho, wo = _output_size(x, kernel_hw, strides, padding)
+    ho, wo = _output_size(x.shape[1:3], kernel_hw, strides, padding)
     xp = jnp.pad(x, [(0, 0), (ph, ph), (pw, pw), (0, 0)]) if ph or pw else x
     limit = lambda i, j: (xp.shape[0], i + sh * (ho - 1) + 1, j + sw * (wo - 1) + 1, xp.shape[3])  # noqa: E731
     return [jax.lax.slice(xp, (0, i, j, 0), limit(i, j), (1, sh, sw, 1)) for i in range(kh) for j in range(kw)]
@@ -182,7 +182,7 @@ MATMUL_MAX_POSITIONS = 64
 
 def spatial_conv2d(x: jax.Array, kernel: jax.Array, strides: Sequence[int], padding: Sequence[int]) -> jax.Array:
     """A 2D convolution by whichever lowering XLA:CPU runs faster at this size."""
-    ho, wo = _output_size(x, kernel.shape[:2], strides, padding)
+    ho, wo = _output_size(x.shape[1:3], kernel.shape[:2], strides, padding)
     if ho * wo <= MATMUL_MAX_POSITIONS:
         return conv2d_as_matmul(x, kernel, strides, padding)
     return conv2d(x, kernel, tuple(strides), tuple(padding))
@@ -229,7 +229,7 @@ def _group_conv(x: jax.Array, kernel: jax.Array, strides: Triple, padding: Tripl
     n, _, height, width, cin = x.shape
     stride_d, pad_d = strides[0], padding[0]
     if n_taps == 0:
-        out_hw = _output_size(x[:, 0], kernel.shape[1:3], strides[1:], padding[1:])
+        out_hw = _output_size((height, width), kernel.shape[1:3], strides[1:], padding[1:])
         return jnp.zeros((n, count, *out_hw, kernel.shape[-1]), x.dtype)
     columns = []
     for t in range(t0, t0 + n_taps):
