@@ -55,17 +55,25 @@ def test_depth_taps_values_and_gradients_equal_conv3d(shape, kernel, strides, pa
         assert max_relative_error(got_grad, expected_grad) < 1e-5
 
 
+def assert_equals_xla_conv2d(conv, x, w, strides, padding):
+    """`conv(x, w)` has the values and the input and kernel gradients of XLA's own 2D convolution."""
+    plain = lambda x, w: jax.lax.conv_general_dilated(  # noqa: E731
+        x, w, strides, [(p, p) for p in padding], dimension_numbers=("NHWC", "HWIO", "NHWC")
+    )
+    assert max_relative_error(conv(x, w), plain(x, w)) < 1e-5
+    loss = lambda fn: lambda x, w: jnp.sum(jnp.sin(fn(x, w)))  # noqa: E731
+    got = jax.grad(loss(conv), argnums=(0, 1))(x, w)
+    expected = jax.grad(loss(plain), argnums=(0, 1))(x, w)
+    for g, e in zip(got, expected):
+        assert max_relative_error(g, e) < 1e-5
+
+
 @pytest.mark.parametrize("cin", [3, 24])  # the patch-matrix path (< 16 channels) and the per-shift path
 def test_conv2d_weight_gradient_equals_xla(cin):
     kx, kw = jax.random.split(jax.random.key(3))
     x = jax.random.normal(kx, (2, 11, 10, cin))
     w = jax.random.normal(kw, (3, 5, cin, 4))
-    plain = lambda x, w: jax.lax.conv_general_dilated(x, w, (2, 1), [(1, 1), (2, 2)], dimension_numbers=("NHWC", "HWIO", "NHWC"))  # noqa: E731
-    loss = lambda fn: lambda x, w: jnp.sum(jnp.sin(fn(x, w)))  # noqa: E731
-    got = jax.grad(loss(lambda x, w: conv2d(x, w, (2, 1), (1, 2))), argnums=(0, 1))(x, w)
-    expected = jax.grad(loss(plain), argnums=(0, 1))(x, w)
-    for g, e in zip(got, expected):
-        assert max_relative_error(g, e) < 1e-5
+    assert_equals_xla_conv2d(lambda x, w: conv2d(x, w, (2, 1), (1, 2)), x, w, (2, 1), (1, 2))
 
 
 @pytest.mark.parametrize(
@@ -77,15 +85,7 @@ def test_small_maps_as_a_matrix_product_equal_the_convolution(shape, kernel, str
     kx, kw = jax.random.split(jax.random.key(3))
     x = jax.random.normal(kx, shape)
     w = jax.random.normal(kw, (*kernel, shape[-1], 5))
-    plain = lambda x, w: jax.lax.conv_general_dilated(  # noqa: E731
-        x, w, strides, [(p, p) for p in padding], dimension_numbers=("NHWC", "HWIO", "NHWC")
-    )
-    assert max_relative_error(conv2d_as_matmul(x, w, strides, padding), plain(x, w)) < 1e-5
-    loss = lambda fn: lambda x, w: jnp.sum(jnp.sin(fn(x, w)))  # noqa: E731
-    got = jax.grad(loss(lambda x, w: conv2d_as_matmul(x, w, strides, padding)), argnums=(0, 1))(x, w)
-    expected = jax.grad(loss(plain), argnums=(0, 1))(x, w)
-    for g, e in zip(got, expected):
-        assert max_relative_error(g, e) < 1e-5
+    assert_equals_xla_conv2d(lambda x, w: conv2d_as_matmul(x, w, strides, padding), x, w, strides, padding)
 
 
 def test_tap_groups_at_vdt_depth():
