@@ -37,8 +37,8 @@ Fields of `data_config` (an ml_collections.ConfigDict):
   num_workers      grain worker processes for the host transforms; 0 runs them
                    in the calling process.
   prefetch_buffer  batches each worker process prepares ahead (with
-                   num_workers=0: prefetch_buffer batches' worth of records are
-                   read ahead by reader threads).
+                   num_workers=0, reader threads keep `loading.READ_BUFFER`
+                   records in flight).
   min_crop_scale   smallest area fraction of RandomResizedCrop (0.08 for ImageNet).
   decoder          "opencv" or "pil" (see `image_ops`).
   interpolation    "bilinear" (OpenCV, no antialiasing, as the reference) or
@@ -207,7 +207,7 @@ def eval_batches(
                 )
             )
         )
-        examples = dataset.to_iter_dataset(loading.read_options(data_config.prefetch_buffer, per_process_batch))
+        examples = dataset.to_iter_dataset(loading.read_options())
         if data_config.num_workers > 0:
             loading.ensure_absl_flags_parsed()
             # Batch after the workers: batching inside them would split the share

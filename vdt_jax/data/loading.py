@@ -28,6 +28,11 @@ Batch = dict[str, np.ndarray]
 # Threads that read records from the source (and, with num_workers=0, run the
 # transforms: PIL and numpy release the GIL for most of their work).
 READ_THREADS = 4
+# Records those threads keep in flight. grain (0.2.18) scans its whole read
+# buffer on every record it hands out, so a buffer much larger than the threads
+# need costs CPU: with 128 records (4 batches of 32) the demo's loader spent 40%
+# of its time in that scan; 16 gave 20% more images per CPU-second.
+READ_BUFFER = 16
 
 
 def check_shard(process_index: int, process_count: int) -> None:
@@ -41,8 +46,8 @@ def ensure_absl_flags_parsed() -> None:
         flags.FLAGS.mark_as_parsed()
 
 
-def read_options(prefetch_buffer: int, per_process_batch: int) -> grain.ReadOptions:
-    return grain.ReadOptions(num_threads=READ_THREADS, prefetch_buffer_size=max(1, prefetch_buffer) * per_process_batch)
+def read_options() -> grain.ReadOptions:
+    return grain.ReadOptions(num_threads=READ_THREADS, prefetch_buffer_size=READ_BUFFER)
 
 
 def train_loader(
@@ -82,7 +87,7 @@ def train_loader(
         worker_count=num_workers,
         worker_buffer_size=prefetch_buffer,
         shard_options=shard,
-        read_options=read_options(prefetch_buffer, per_process_batch),
+        read_options=read_options(),
     )
 
 
