@@ -159,7 +159,7 @@ def _weight_gradient(x: jax.Array, dy: jax.Array, kernel_shape, strides, padding
     With few input channels (the stem) the kH*kW shifted views of x, channels
     first, are stacked into one (kH*kW*in, N*Ho*Wo) patch matrix and multiplied
     once, so dy is read once (stacking channels-last views along the channel
-    axis copied 3 floats at a time and took 1.5-2x as long); otherwise each shift
+    axis copied 3 floats at a time and took 1.3-2.2x as long); otherwise each shift
     is its own product, which avoids a kH*kW-times larger copy of x.
     """
     kh, kw, cin, cout = kernel_shape
