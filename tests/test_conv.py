@@ -27,6 +27,8 @@ CASES = [
     ((2, 3, 20, 20, 1), (7, 7, 7), (1, 2, 2), (3, 3, 3)),  # the VDT stem: depth folded into channels
     ((2, 3, 9, 9, 6), (3, 3, 3), (1, 1, 1), (1, 1, 1)),  # narrow body conv at depth 3: depth folded, 2 of 9 pairs zero
     ((2, 3, 9, 9, 40), (3, 3, 3), (1, 1, 1), (1, 1, 1)),  # wide body conv at depth 3: one 2D conv per group, 7 pairs
+    ((2, 3, 6, 6, 40), (3, 3, 3), (1, 1, 1), (1, 1, 1)),  # wide, small map: each group's taps as one matrix product
+    ((1, 5, 9, 9, 24), (3, 3, 3), (2, 2, 2), (1, 1, 1)),  # the same, depth- and height-strided to 3x5x5
     ((2, 3, 9, 9, 6), (3, 3, 3), (1, 2, 2), (1, 1, 1)),  # strided first conv of a stage
     ((2, 5, 9, 9, 4), (3, 3, 3), (2, 2, 2), (1, 1, 1)),  # depth-strided (LIDC recipe)
     ((1, 8, 7, 7, 3), (7, 7, 7), (2, 2, 2), (3, 3, 3)),  # depth-strided stem on a deeper volume
