@@ -208,16 +208,26 @@ def _taps_as_matmul(
 
 
 # Output maps with at most this many positions (8x8) are computed as a matrix
-# product (`conv2d_as_matmul`), larger ones by XLA's convolution (`conv2d`).
+# product (`_taps_as_matmul`), larger ones by XLA's convolution (`conv2d`).
 MATMUL_MAX_POSITIONS = 64
 
 
-def spatial_conv2d(x: jax.Array, kernel: jax.Array, strides: Sequence[int], padding: Sequence[int]) -> jax.Array:
-    """A 2D convolution by whichever lowering XLA:CPU runs faster at this size."""
-    ho, wo = _output_size(x.shape[1:3], kernel.shape[:2], strides, padding)
+def spatial_conv2d(
+    xs: Sequence[jax.Array], kernel: jax.Array, strides: Sequence[int], padding: Sequence[int]
+) -> jax.Array:
+    """sum over t of the 2D convolution of xs[t] with kernel[t] (kernel: (T, kH, kW, in, out)).
+
+    By whichever lowering XLA:CPU runs faster at this size: one matrix product
+    for small output maps, else XLA's convolution of the inputs stacked on the
+    channel axis.
+    """
+    ho, wo = _output_size(xs[0].shape[1:3], kernel.shape[1:3], strides, padding)
     if ho * wo <= MATMUL_MAX_POSITIONS:
-        return conv2d_as_matmul(x, kernel, strides, padding)
-    return conv2d(x, kernel, tuple(strides), tuple(padding))
+        return _taps_as_matmul(xs, kernel, strides, padding)
+    taps, kh, kw, cin, cout = kernel.shape
+    stacked = xs[0] if taps == 1 else jnp.concatenate(xs, axis=-1)
+    stacked_kernel = jnp.moveaxis(kernel, 0, 2).reshape(kh, kw, taps * cin, cout)
+    return conv2d(stacked, stacked_kernel, tuple(strides), tuple(padding))
 
 
 # --- the 3D convolution from 2D convolutions ------------------------------------
@@ -260,20 +270,15 @@ def _group_conv(x: jax.Array, kernel: jax.Array, strides: Triple, padding: Tripl
     first, count, t0, n_taps = group
     n, _, height, width, cin = x.shape
     stride_d, pad_d = strides[0], padding[0]
-    out_hw = _output_size((height, width), kernel.shape[1:3], strides[1:], padding[1:])
     if n_taps == 0:
+        out_hw = _output_size((height, width), kernel.shape[1:3], strides[1:], padding[1:])
         return jnp.zeros((n, count, *out_hw, kernel.shape[-1]), x.dtype)
     columns = []
     for t in range(t0, t0 + n_taps):
         start = first * stride_d + t - pad_d
         column = x[:, start : start + (count - 1) * stride_d + 1 : stride_d]
         columns.append(column.reshape(n * count, height, width, cin))
-    if out_hw[0] * out_hw[1] <= MATMUL_MAX_POSITIONS:
-        y = _taps_as_matmul(columns, kernel[t0 : t0 + n_taps], strides[1:], padding[1:])
-    else:
-        stacked = columns[0] if n_taps == 1 else jnp.concatenate(columns, axis=-1)
-        group_kernel = jnp.moveaxis(kernel[t0 : t0 + n_taps], 0, 2).reshape(*kernel.shape[1:3], n_taps * cin, -1)
-        y = conv2d(stacked, group_kernel, tuple(strides[1:]), tuple(padding[1:]))
+    y = spatial_conv2d(columns, kernel[t0 : t0 + n_taps], strides[1:], padding[1:])
     return y.reshape(n, count, *y.shape[1:])
 
 
@@ -290,7 +295,7 @@ def _depth_as_channels(x: jax.Array, kernel: jax.Array, strides: Triple, padding
         big = jnp.where(valid[:, :, None, None, None, None], big, 0)
     big = big.transpose(2, 3, 0, 4, 1, 5).reshape(kh, kw, depth * cin, out_depth * cout)
     folded = jnp.moveaxis(x, 1, 3).reshape(n, height, width, depth * cin)
-    y = spatial_conv2d(folded, big, strides[1:], padding[1:])
+    y = spatial_conv2d([folded], big[None], strides[1:], padding[1:])
     return jnp.moveaxis(y.reshape(*y.shape[:3], out_depth, cout), 3, 1)
 
 
