@@ -70,12 +70,20 @@ def assert_equals_xla_conv2d(conv, x, w, strides, padding):
         assert max_relative_error(g, e) < 1e-5
 
 
-@pytest.mark.parametrize("cin", [3, 24])  # the patch-matrix path (< 16 channels) and the per-shift path
-def test_conv2d_weight_gradient_equals_xla(cin):
+@pytest.mark.parametrize(
+    "cin, strides, padding",
+    [
+        (3, (2, 1), (1, 2)),  # the channels-first patch matrix (< 16 channels)
+        (24, (2, 1), (1, 2)),  # whole rows, height-strided
+        (24, (1, 2), (0, 2)),  # whole rows of each width phase
+        (24, (3, 3), (2, 1)),  # strides below the kernel size in width, above it in height
+    ],
+)
+def test_conv2d_weight_gradient_equals_xla(cin, strides, padding):
     kx, kw = jax.random.split(jax.random.key(3))
     x = jax.random.normal(kx, (2, 11, 10, cin))
     w = jax.random.normal(kw, (3, 5, cin, 4))
-    assert_equals_xla_conv2d(lambda x, w: conv2d(x, w, (2, 1), (1, 2)), x, w, (2, 1), (1, 2))
+    assert_equals_xla_conv2d(lambda x, w: conv2d(x, w, strides, padding), x, w, strides, padding)
 
 
 @pytest.mark.parametrize(
